@@ -1,0 +1,136 @@
+package dht
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	kb "github.com/libp2p/go-libp2p-kbucket"
+	record "github.com/libp2p/go-libp2p-record"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// ErrNoHolders is returned when no server accepted a published record.
+var ErrNoHolders = errors.New("dht: no server stored the record")
+
+// PublishResult says where a record went and what it cost.
+type PublishResult struct {
+	// Holders are the servers that accepted the record.
+	Holders []peer.ID
+	// Fresh is true when the closest servers were found by a lookup, false
+	// when the record went straight to the known holders.
+	Fresh bool
+	// Stats counts the requests of the publish, lookup included.
+	Stats Stats
+}
+
+// PublishRecord signs r with the node's key and stores it on the closest
+// servers. If holders (the servers that held the previous version) are given
+// and one of them confirms they are still the closest, the record goes
+// straight to them; otherwise a lookup finds the closest servers first.
+func (d *DHT) PublishRecord(ctx context.Context, r *Record, holders []peer.ID) (PublishResult, error) {
+	if d.isClosed() {
+		return PublishResult{}, ErrClosed
+	}
+	data, err := r.Seal(d.key)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	key := RecordKey(d.h.ID())
+	if _, err := d.validator.Verify(key, data); err != nil {
+		return PublishResult{}, fmt.Errorf("dht: own record invalid: %w", err)
+	}
+	var ops counters
+	ctx = withStats(ctx, &ops)
+
+	res := PublishResult{}
+	targets := d.stillClosest(ctx, key, holders)
+	if len(targets) == 0 {
+		lr, err := d.lookup(ctx, key, func(ctx context.Context, p peer.ID) ([]*peer.AddrInfo, bool, error) {
+			closer, err := d.pm.GetClosestPeers(ctx, p, peer.ID(key))
+			return closer, false, err
+		})
+		if err != nil {
+			res.Stats = ops.load()
+			return res, fmt.Errorf("dht: publish: %w", err)
+		}
+		targets = lr.closest
+		res.Fresh = true
+	}
+	res.Holders = d.putTo(ctx, key, data, targets)
+	if !res.Fresh && len(res.Holders) < (len(targets)+1)/2 {
+		// Many known holders are gone: find the closest servers afresh.
+		return d.PublishRecord(ctx, r, nil)
+	}
+	res.Stats = ops.load()
+	if len(res.Holders) == 0 {
+		return res, ErrNoHolders
+	}
+	d.cache.put(r)
+	return res, nil
+}
+
+// stillClosest asks the holder closest to key for the servers it knows
+// closest to key. If it names none closer than the farthest holder that is
+// not a holder already, the holders are still the closest and are returned.
+func (d *DHT) stillClosest(ctx context.Context, key string, holders []peer.ID) []peer.ID {
+	if len(holders) == 0 {
+		return nil
+	}
+	target := kb.ConvertKey(key)
+	sorted := kb.SortClosestPeers(append([]peer.ID(nil), holders...), target)
+	farthest := kb.Xor(target, kb.ConvertPeerID(sorted[len(sorted)-1]))
+	isHolder := make(map[peer.ID]bool, len(holders))
+	for _, h := range holders {
+		isHolder[h] = true
+	}
+	for _, ask := range sorted[:min(2, len(sorted))] {
+		rctx, cancel := context.WithTimeout(ctx, d.s.requestTimeout)
+		closer, err := d.pm.GetClosestPeers(rctx, ask, peer.ID(key))
+		cancel()
+		if err != nil {
+			continue
+		}
+		for _, ai := range closer {
+			if ai == nil || isHolder[ai.ID] || ai.ID == d.h.ID() {
+				continue
+			}
+			if len(d.s.scope.Filter(ai.Addrs)) == 0 {
+				continue
+			}
+			if bytes.Compare(kb.Xor(target, kb.ConvertPeerID(ai.ID)), farthest) < 0 {
+				return nil // a closer server appeared
+			}
+		}
+		return sorted
+	}
+	return nil
+}
+
+// putTo stores the record on each target in parallel and returns those that
+// accepted it.
+func (d *DHT) putTo(ctx context.Context, key string, data []byte, targets []peer.ID) []peer.ID {
+	rec := record.MakePutRecord(key, data)
+	var mu sync.Mutex
+	var ok []peer.ID
+	var wg sync.WaitGroup
+	for _, p := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rctx, cancel := context.WithTimeout(ctx, d.s.requestTimeout)
+			defer cancel()
+			if err := d.pm.PutValue(rctx, p, rec); err != nil {
+				d.log.Debugw("put failed", "peer", p, "error", err)
+				return
+			}
+			mu.Lock()
+			ok = append(ok, p)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return ok
+}

@@ -1,0 +1,237 @@
+package dht
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// Content is what a node says about itself in its record.
+type Content struct {
+	Addrs      []ma.Multiaddr
+	RelayAddrs []ma.Multiaddr
+	NAT        NATInfo
+}
+
+func (c Content) equal(o Content) bool {
+	eq := func(a, b []ma.Multiaddr) bool {
+		return slices.EqualFunc(a, b, func(x, y ma.Multiaddr) bool { return x.Equal(y) })
+	}
+	return eq(c.Addrs, o.Addrs) && eq(c.RelayAddrs, o.RelayAddrs) && c.NAT == o.NAT
+}
+
+// PublishEvent reports one publish attempt of a Publisher.
+type PublishEvent struct {
+	Record *Record
+	Result PublishResult
+	Err    error
+}
+
+// Publisher keeps the node's record published: at start, after changes
+// (debounced), and before the record expires. Its goroutine is owned by the
+// Publisher and ends with Close.
+type Publisher struct {
+	d      *DHT
+	source func() Content
+	notify func(PublishEvent)
+	seq    *seqSource
+
+	trigger chan struct{}
+	cancel  context.CancelFunc
+	done    chan struct{}
+	ready   chan struct{}
+	once    sync.Once
+
+	mu      sync.Mutex
+	last    *Record   // guarded by mu
+	holders []peer.ID // guarded by mu
+	lastErr error     // guarded by mu
+}
+
+// NewPublisher starts publishing the record built from source. notify, if
+// not nil, is called after every attempt, from the Publisher's goroutine.
+func (d *DHT) NewPublisher(source func() Content, notify func(PublishEvent)) (*Publisher, error) {
+	if d.isClosed() {
+		return nil, ErrClosed
+	}
+	seq, err := newSeqSource(d.s.seqFile, d.s.now)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Publisher{
+		d:       d,
+		source:  source,
+		notify:  notify,
+		seq:     seq,
+		trigger: make(chan struct{}, 1),
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		ready:   make(chan struct{}),
+	}
+	go p.run(ctx)
+	return p, nil
+}
+
+// Trigger asks for a republish soon: the content changed. Calls within the
+// debounce interval are merged.
+func (p *Publisher) Trigger() {
+	select {
+	case p.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Ready is closed after the first successful publish.
+func (p *Publisher) Ready() <-chan struct{} { return p.ready }
+
+// Last returns the last record published, its holders and the last error.
+func (p *Publisher) Last() (*Record, []peer.ID, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.last, slices.Clone(p.holders), p.lastErr
+}
+
+// Close stops the Publisher and waits for its goroutine. It is idempotent.
+func (p *Publisher) Close() error {
+	p.cancel()
+	<-p.done
+	return nil
+}
+
+const (
+	minRetry = 500 * time.Millisecond
+	maxRetry = 30 * time.Second
+)
+
+func (p *Publisher) run(ctx context.Context) {
+	defer close(p.done)
+	timer := time.NewTimer(0) // publish at start
+	defer timer.Stop()
+	retry := minRetry
+	forced := true // the next publish happens even if nothing changed
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.trigger:
+			timer.Reset(p.d.s.debounce)
+			continue
+		case <-timer.C:
+		}
+		c := p.source()
+		p.mu.Lock()
+		last := p.last
+		p.mu.Unlock()
+		now := p.d.s.now()
+		if !forced && last != nil && c.equal(Content{last.Addrs, last.RelayAddrs, last.NAT}) &&
+			now.Before(last.Issued.Add(p.d.s.ttl/2)) {
+			timer.Reset(last.Issued.Add(p.d.s.ttl / 2).Sub(now))
+			continue
+		}
+		rec, res, err := p.publishOnce(ctx, c)
+		if ctx.Err() != nil {
+			return
+		}
+		if p.notify != nil {
+			p.notify(PublishEvent{Record: rec, Result: res, Err: err})
+		}
+		if err != nil {
+			p.d.log.Debugw("publish failed", "error", err, "retry", retry)
+			timer.Reset(retry)
+			retry = min(retry*2, maxRetry)
+			forced = true
+			continue
+		}
+		retry = minRetry
+		forced = false
+		p.once.Do(func() { close(p.ready) })
+		timer.Reset(rec.Issued.Add(p.d.s.ttl / 2).Sub(p.d.s.now()))
+	}
+}
+
+func (p *Publisher) publishOnce(ctx context.Context, c Content) (*Record, PublishResult, error) {
+	seq, err := p.seq.next()
+	if err != nil {
+		return nil, PublishResult{}, err
+	}
+	now := p.d.s.now()
+	rec := &Record{
+		Seq:        seq,
+		Issued:     now,
+		Expires:    now.Add(p.d.s.ttl),
+		Addrs:      c.Addrs,
+		RelayAddrs: c.RelayAddrs,
+		NAT:        c.NAT,
+	}
+	p.mu.Lock()
+	holders := slices.Clone(p.holders)
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	res, err := p.d.PublishRecord(ctx, rec, holders)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lastErr = err
+	if err == nil {
+		p.last = rec
+		p.holders = res.Holders
+	}
+	return rec, res, err
+}
+
+// seqSource hands out sequence numbers that only grow: the clock in
+// milliseconds, or one more than the last, whichever is larger. With a file,
+// the last number survives restarts.
+type seqSource struct {
+	mu   sync.Mutex
+	path string
+	now  func() time.Time
+	last uint64
+}
+
+func newSeqSource(path string, now func() time.Time) (*seqSource, error) {
+	s := &seqSource{path: path, now: now}
+	if path == "" {
+		return s, nil
+	}
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("dht: seq file: %w", err)
+	default:
+		v, perr := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		if perr != nil {
+			return nil, fmt.Errorf("dht: seq file %s: %w", path, perr)
+		}
+		s.last = v
+	}
+	return s, nil
+}
+
+func (s *seqSource) next() (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := max(s.last+1, uint64(s.now().UnixMilli()))
+	if s.path != "" {
+		tmp := s.path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(strconv.FormatUint(v, 10)+"\n"), 0o600); err != nil {
+			return 0, fmt.Errorf("dht: seq file: %w", err)
+		}
+		if err := os.Rename(tmp, s.path); err != nil {
+			return 0, fmt.Errorf("dht: seq file: %w", err)
+		}
+	}
+	s.last = v
+	return v, nil
+}

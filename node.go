@@ -1,0 +1,544 @@
+package rendezvous
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	logging "github.com/ipfs/go-log/v2"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
+	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/p2pos/rendezvous/dht"
+	"github.com/p2pos/rendezvous/relay"
+)
+
+// ErrClosed is returned by calls on a closed Node. It matches net.ErrClosed.
+var ErrClosed = fmt.Errorf("rendezvous: node closed: %w", net.ErrClosed)
+
+// UserAgent is the libp2p agent version nodes announce.
+const UserAgent = "p2pos-rendezvous/0.1"
+
+// Node is a peer of the rendezvous network. Create it with New; it runs until
+// Close. All methods are safe for concurrent use.
+type Node struct {
+	s   settings
+	log *logging.ZapEventLogger
+
+	h         host.Host
+	d         *dht.DHT
+	publisher atomic.Pointer[dht.Publisher]
+	service   *relay.Service
+	reserver  *relay.Reserver
+
+	events *broadcaster
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu          sync.Mutex
+	reach       Reachability        // guarded by mu
+	advertised  map[string]struct{} // guarded by mu
+	bootErrs    []error             // guarded by mu
+	lastPublish *PublishStatus      // guarded by mu
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New starts a node: a libp2p host, the DHT, the relay service or
+// reservations as the node's reachability calls for, and the publisher of its
+// record. When bootstrap peers are given, New connects to them before it
+// returns and fails with a *BootstrapError if none can be reached within the
+// bootstrap timeout (or ctx). On any error, everything started is stopped.
+func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
+	s := defaultSettings()
+	for _, o := range opts {
+		if err := o(&s); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.validate(); err != nil {
+		return nil, err
+	}
+	key := s.key
+	if s.keyFile != "" {
+		if key, err = LoadOrCreateKey(s.keyFile); err != nil {
+			return nil, err
+		}
+	} else if key == nil {
+		if key, _, err = crypto.GenerateEd25519Key(nil); err != nil {
+			return nil, err
+		}
+	}
+	log := s.log
+	if log == nil {
+		log = logging.Logger("rendezvous")
+	}
+
+	nctx, cancel := context.WithCancel(context.Background())
+	n := &Node{
+		s:          s,
+		log:        log,
+		events:     newBroadcaster(),
+		ctx:        nctx,
+		cancel:     cancel,
+		reach:      s.reach,
+		advertised: map[string]struct{}{},
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, n.Close())
+		}
+	}()
+
+	if n.h, err = libp2p.New(n.hostOptions(key)...); err != nil {
+		return nil, fmt.Errorf("rendezvous: start host: %w", err)
+	}
+
+	dmode := dht.ModeAuto
+	switch s.reach {
+	case ReachabilityPublic:
+		dmode = dht.ModeServer
+	case ReachabilityPrivate:
+		dmode = dht.ModeClient
+	}
+	dopts := []dht.Option{
+		dht.WithScope(s.scope),
+		dht.WithMode(dmode),
+		dht.WithBootstrapPeers(s.bootstrap...),
+		dht.WithRecordTTL(s.recordTTL),
+		dht.WithRepublishDebounce(s.debounce),
+		dht.WithLogger(s.log),
+	}
+	if s.refreshSet {
+		dopts = append(dopts, dht.WithRefreshPeriod(s.refreshPeriod))
+	}
+	if s.keyFile != "" {
+		dopts = append(dopts, dht.WithSeqFile(s.keyFile+".seq"))
+	}
+	if n.d, err = dht.New(n.h, key, dopts...); err != nil {
+		return nil, err
+	}
+
+	sopts := []relay.ServiceOption{relay.WithServiceScope(s.scope)}
+	if s.relayResources != nil {
+		sopts = append(sopts, relay.WithResources(*s.relayResources))
+	}
+	n.service = relay.NewService(n.h, sopts...)
+	if n.reserver, err = relay.NewReserver(n.h, n.relayCandidates,
+		relay.WithScope(s.scope),
+		relay.WithReservations(s.reservations),
+		relay.WithLogger(s.log),
+		relay.WithOnChange(n.relaysChanged),
+	); err != nil {
+		return nil, err
+	}
+
+	sub, err := n.h.EventBus().Subscribe([]any{
+		new(event.EvtLocalReachabilityChanged),
+		new(event.EvtLocalAddressesUpdated),
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.applyReachability()
+	n.wg.Add(1)
+	go n.watch(sub)
+
+	if err := n.bootstrap(ctx); err != nil {
+		return nil, err
+	}
+	pub, err := n.d.NewPublisher(n.recordContent, n.published)
+	if err != nil {
+		return nil, err
+	}
+	n.publisher.Store(pub)
+	n.wg.Add(1)
+	go n.readvertise()
+	return n, nil
+}
+
+func (n *Node) hostOptions(key crypto.PrivKey) []libp2p.Option {
+	s := n.s
+	listen := s.listen
+	if len(listen) == 0 {
+		for _, a := range DefaultListenAddrs {
+			listen = append(listen, ma.StringCast(a))
+		}
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(key),
+		libp2p.ListenAddrs(listen...),
+		libp2p.Transport(libp2pquic.NewTransport),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Security(tls.ID, tls.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.UserAgent(UserAgent),
+		libp2p.EnableRelay(),
+		// Direct and relay addresses are dialed together: the relay path
+		// is there for peers that cannot be reached directly.
+		libp2p.SwarmOpts(swarm.WithDialRanker(swarm.NoDelayDialRanker)),
+	}
+	switch s.reach {
+	case ReachabilityPublic:
+		opts = append(opts, libp2p.ForceReachabilityPublic())
+	case ReachabilityPrivate:
+		opts = append(opts, libp2p.ForceReachabilityPrivate())
+	}
+	if s.registerer != nil {
+		opts = append(opts, libp2p.PrometheusRegisterer(s.registerer))
+	} else {
+		opts = append(opts, libp2p.DisableMetrics())
+	}
+	return append(opts, s.libp2pOpts...)
+}
+
+// BootstrapError is returned by New when no bootstrap peer could be reached.
+type BootstrapError struct {
+	// Errs holds one error per bootstrap peer.
+	Errs map[peer.ID]error
+}
+
+// ErrBootstrap is matched by every *BootstrapError.
+var ErrBootstrap = errors.New("rendezvous: no bootstrap peer reachable")
+
+func (e *BootstrapError) Error() string {
+	msg := ErrBootstrap.Error()
+	for id, err := range e.Errs {
+		msg += fmt.Sprintf("; %s: %v", id, err)
+	}
+	return msg
+}
+
+// Is matches ErrBootstrap.
+func (e *BootstrapError) Is(target error) bool { return target == ErrBootstrap }
+
+func (n *Node) bootstrap(ctx context.Context) error {
+	if len(n.s.bootstrap) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.s.bootstrapTimeout)
+	defer cancel()
+	var mu sync.Mutex
+	errs := map[peer.ID]error{}
+	var wg sync.WaitGroup
+	for _, ai := range n.s.bootstrap {
+		if ai.ID == n.h.ID() {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.h.Connect(ctx, ai); err != nil {
+				mu.Lock()
+				errs[ai.ID] = err
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	n.mu.Lock()
+	for _, e := range errs {
+		n.bootErrs = append(n.bootErrs, e)
+	}
+	n.mu.Unlock()
+	if len(errs) > 0 && len(errs) == len(n.s.bootstrap) {
+		return &BootstrapError{Errs: errs}
+	}
+	for id, e := range errs {
+		n.log.Warnw("bootstrap peer unreachable", "peer", id, "error", e)
+	}
+	return nil
+}
+
+// watch follows reachability and address changes.
+func (n *Node) watch(sub event.Subscription) {
+	defer n.wg.Done()
+	defer sub.Close()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case ev, ok := <-sub.Out():
+			if !ok {
+				return
+			}
+			switch e := ev.(type) {
+			case event.EvtLocalReachabilityChanged:
+				if n.s.reach != ReachabilityUnknown {
+					continue
+				}
+				r := ReachabilityUnknown
+				switch e.Reachability {
+				case network.ReachabilityPublic:
+					r = ReachabilityPublic
+				case network.ReachabilityPrivate:
+					r = ReachabilityPrivate
+				}
+				n.mu.Lock()
+				changed := n.reach != r
+				n.reach = r
+				n.mu.Unlock()
+				if changed {
+					n.applyReachability()
+					n.emit(Event{Type: EventReachability, Reachability: r.String()})
+					n.triggerPublish()
+				}
+			case event.EvtLocalAddressesUpdated:
+				n.triggerPublish()
+			}
+		}
+	}
+}
+
+// applyReachability turns the relay service and reservations on or off.
+func (n *Node) applyReachability() {
+	public := n.Reachability() == ReachabilityPublic
+	if err := n.service.SetEnabled(public); err != nil && !errors.Is(err, relay.ErrServiceClosed) {
+		n.log.Warnw("relay service", "error", err)
+	}
+	n.reserver.SetEnabled(!public)
+}
+
+func (n *Node) triggerPublish() {
+	if p := n.publisher.Load(); p != nil {
+		p.Trigger()
+	}
+}
+
+// relayCandidates are the DHT servers we know: public peers.
+func (n *Node) relayCandidates() []peer.ID {
+	seen := map[peer.ID]bool{}
+	out := n.d.RoutingTablePeers()
+	for _, p := range out {
+		seen[p] = true
+	}
+	for _, p := range n.h.Network().Peers() {
+		if seen[p] {
+			continue
+		}
+		if ok, _ := n.h.Peerstore().SupportsProtocols(p, dht.KadProtocol); len(ok) > 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (n *Node) relaysChanged() {
+	n.emit(Event{Type: EventRelays, Relays: n.relayStatus()})
+	n.triggerPublish()
+}
+
+// recordContent is what the node publishes about itself.
+func (n *Node) recordContent() dht.Content {
+	r := n.Reachability()
+	c := dht.Content{NAT: dht.NATInfo{Reachability: r}}
+	if r != ReachabilityPrivate {
+		c.Addrs = n.directAddrs()
+	}
+	if r != ReachabilityPublic {
+		c.RelayAddrs = n.reserver.Addrs()
+	}
+	// Records hold at most dht.MaxRecordAddrs addresses; relays come first
+	// for private nodes, they are the only way in.
+	if len(c.Addrs)+len(c.RelayAddrs) > dht.MaxRecordAddrs {
+		c.Addrs = c.Addrs[:max(0, dht.MaxRecordAddrs-len(c.RelayAddrs))]
+	}
+	return c
+}
+
+// directAddrs are the node's in-scope, non-relay addresses.
+func (n *Node) directAddrs() []ma.Multiaddr {
+	var out []ma.Multiaddr
+	for _, a := range n.s.scope.Filter(n.h.Addrs()) {
+		if !relay.IsRelayed(a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func (n *Node) published(ev dht.PublishEvent) {
+	ps := &PublishStatus{Time: time.Now(), Holders: len(ev.Result.Holders), Fresh: ev.Result.Fresh,
+		RPCs: ev.Result.Stats.RPCs, Bytes: ev.Result.Stats.Bytes()}
+	if ev.Record != nil {
+		ps.Seq = ev.Record.Seq
+		ps.Expires = ev.Record.Expires
+		ps.Addrs = addrStrings(ev.Record.Addrs)
+		ps.RelayAddrs = addrStrings(ev.Record.RelayAddrs)
+	}
+	if ev.Err != nil {
+		ps.Error = ev.Err.Error()
+	}
+	n.mu.Lock()
+	n.lastPublish = ps
+	n.mu.Unlock()
+	n.emit(Event{Type: EventPublished, Publish: ps})
+}
+
+// readvertise keeps topic advertisements alive.
+func (n *Node) readvertise() {
+	defer n.wg.Done()
+	t := time.NewTicker(readvertiseEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.mu.Lock()
+		topics := make([]string, 0, len(n.advertised))
+		for t := range n.advertised {
+			topics = append(topics, t)
+		}
+		n.mu.Unlock()
+		for _, topic := range topics {
+			ctx, cancel := context.WithTimeout(n.ctx, time.Minute)
+			if _, err := n.d.Advertise(ctx, topic); err != nil {
+				n.log.Debugw("readvertise", "topic", topic, "error", err)
+			}
+			cancel()
+		}
+	}
+}
+
+const readvertiseEvery = 12 * time.Hour
+
+// Close stops the node and everything it started, and waits for its
+// goroutines. It is idempotent; later calls return the first call's result.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.cancel()
+		var errs []error
+		if p := n.publisher.Load(); p != nil {
+			errs = append(errs, p.Close())
+		}
+		if n.reserver != nil {
+			errs = append(errs, n.reserver.Close())
+		}
+		if n.service != nil {
+			errs = append(errs, n.service.Close())
+		}
+		if n.d != nil {
+			errs = append(errs, n.d.Close())
+		}
+		if n.h != nil {
+			errs = append(errs, n.h.Close())
+		}
+		n.wg.Wait()
+		n.events.close()
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+func (n *Node) closed() bool { return n.ctx.Err() != nil }
+
+// ID returns the node's peer ID.
+func (n *Node) ID() peer.ID { return n.h.ID() }
+
+// Host returns the node's libp2p host, for protocols of the application's
+// own. Closing it is the Node's job.
+func (n *Node) Host() host.Host { return n.h }
+
+// Addrs returns the node's listen addresses (all of them, in scope or not).
+func (n *Node) Addrs() []ma.Multiaddr { return n.h.Addrs() }
+
+// Reachability returns the node's current reachability: forced by an option,
+// or as the network reports it.
+func (n *Node) Reachability() Reachability {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.reach
+}
+
+// Ready is closed once the node's record has been published for the first
+// time.
+func (n *Node) Ready() <-chan struct{} { return n.publisher.Load().Ready() }
+
+// DHT returns the node's DHT, for lookups and statistics beyond the Node's
+// own methods.
+func (n *Node) DHT() *dht.DHT { return n.d }
+
+// Lookup returns the verified record of id: from the cache while it is
+// valid, else from the DHT. The error wraps dht.ErrNotFound when the network
+// has no valid record for id, and the context's error on timeout.
+func (n *Node) Lookup(ctx context.Context, id peer.ID) (*dht.Record, error) {
+	if n.closed() {
+		return nil, ErrClosed
+	}
+	res, err := n.d.Lookup(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return res.Record, nil
+}
+
+// Advertise announces that this node takes part in topic, and keeps
+// announcing it until Unadvertise or Close.
+func (n *Node) Advertise(ctx context.Context, topic string) error {
+	if n.closed() {
+		return ErrClosed
+	}
+	if _, err := n.d.Advertise(ctx, topic); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.advertised[topic] = struct{}{}
+	n.mu.Unlock()
+	return nil
+}
+
+// Unadvertise stops renewing the announcement of topic. The announcement
+// already stored expires on its own.
+func (n *Node) Unadvertise(topic string) {
+	n.mu.Lock()
+	delete(n.advertised, topic)
+	n.mu.Unlock()
+}
+
+// FindPeers returns up to limit peers (20 if limit <= 0) that advertised
+// topic, each with its verified record. The node itself is not included.
+func (n *Node) FindPeers(ctx context.Context, topic string, limit int) ([]*dht.Record, error) {
+	if n.closed() {
+		return nil, ErrClosed
+	}
+	return n.d.FindPeers(ctx, topic, limit)
+}
+
+// NewStream opens a stream to id on one of protos, connecting first if
+// needed. Streams may run over a relayed connection.
+func (n *Node) NewStream(ctx context.Context, id peer.ID, protos ...protocol.ID) (network.Stream, error) {
+	if _, err := n.Connect(ctx, id); err != nil {
+		return nil, err
+	}
+	return n.h.NewStream(network.WithAllowLimitedConn(ctx, "rendezvous"), id, protos...)
+}
+
+func addrStrings(as []ma.Multiaddr) []string {
+	out := make([]string, len(as))
+	for i, a := range as {
+		out[i] = a.String()
+	}
+	return out
+}

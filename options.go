@@ -1,0 +1,237 @@
+package rendezvous
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	logging "github.com/ipfs/go-log/v2"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	circuit "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/p2pos/rendezvous/dht"
+	"github.com/p2pos/rendezvous/relay"
+	"github.com/p2pos/rendezvous/scope"
+)
+
+// Reachability says whether a node can be reached from the network.
+type Reachability = dht.Reachability
+
+// Reachability values.
+const (
+	ReachabilityUnknown = dht.ReachabilityUnknown
+	ReachabilityPublic  = dht.ReachabilityPublic
+	ReachabilityPrivate = dht.ReachabilityPrivate
+)
+
+// DefaultListenAddrs are the addresses a node listens on when none are given:
+// QUIC and TCP on every IPv4 and IPv6 interface, on ports the system picks.
+var DefaultListenAddrs = []string{
+	"/ip4/0.0.0.0/udp/0/quic-v1",
+	"/ip4/0.0.0.0/tcp/0",
+	"/ip6/::/udp/0/quic-v1",
+	"/ip6/::/tcp/0",
+}
+
+// DefaultBootstrapTimeout bounds how long New waits for bootstrap peers.
+const DefaultBootstrapTimeout = 15 * time.Second
+
+type settings struct {
+	key              crypto.PrivKey
+	keyFile          string
+	listen           []ma.Multiaddr
+	bootstrap        []peer.AddrInfo
+	bootstrapTimeout time.Duration
+	scope            scope.Scope
+	scopeSet         bool
+	reach            Reachability // forced; Unknown = follow the network
+	recordTTL        time.Duration
+	debounce         time.Duration
+	refreshPeriod    time.Duration
+	refreshSet       bool
+	relayResources   *circuit.Resources
+	reservations     int
+	log              *logging.ZapEventLogger
+	registerer       prometheus.Registerer
+	libp2pOpts       []libp2p.Option
+}
+
+func defaultSettings() settings {
+	return settings{
+		bootstrapTimeout: DefaultBootstrapTimeout,
+		scope:            scope.Internet(),
+		recordTTL:        dht.DefaultRecordTTL,
+		debounce:         dht.DefaultRepublishDebounce,
+		reservations:     relay.DefaultReservations,
+	}
+}
+
+func (s *settings) validate() error {
+	switch {
+	case s.key != nil && s.keyFile != "":
+		return errors.New("rendezvous: WithKey and WithKeyFile both given")
+	case s.key != nil && s.key.Type() != crypto.Ed25519:
+		return ErrKeyType
+	case s.bootstrapTimeout <= 0:
+		return errors.New("rendezvous: bootstrap timeout must be positive")
+	case s.reservations < 0:
+		return errors.New("rendezvous: negative reservation count")
+	}
+	return nil
+}
+
+// Option configures a Node.
+type Option func(*settings) error
+
+// WithKey sets the node's identity. Default: a new key (an ephemeral node).
+func WithKey(k crypto.PrivKey) Option {
+	return func(s *settings) error { s.key = k; return nil }
+}
+
+// WithKeyFile loads the node's Ed25519 identity from path, or creates it there
+// with mode 0600. A key file readable by group or others is refused. The
+// record sequence number is kept next to it (path + ".seq") so that it grows
+// across restarts.
+func WithKeyFile(path string) Option {
+	return func(s *settings) error { s.keyFile = path; return nil }
+}
+
+// WithListenAddrs sets the addresses to listen on. Default DefaultListenAddrs.
+func WithListenAddrs(addrs ...ma.Multiaddr) Option {
+	return func(s *settings) error {
+		s.listen = append(s.listen, addrs...)
+		return nil
+	}
+}
+
+// WithListenAddrStrings is WithListenAddrs with string multiaddrs.
+func WithListenAddrStrings(addrs ...string) Option {
+	return func(s *settings) error {
+		for _, a := range addrs {
+			m, err := ma.NewMultiaddr(a)
+			if err != nil {
+				return fmt.Errorf("rendezvous: listen address %q: %w", a, err)
+			}
+			s.listen = append(s.listen, m)
+		}
+		return nil
+	}
+}
+
+// WithBootstrap sets the peers to join the network through.
+func WithBootstrap(peers ...peer.AddrInfo) Option {
+	return func(s *settings) error {
+		s.bootstrap = append(s.bootstrap, peers...)
+		return nil
+	}
+}
+
+// WithBootstrapTimeout bounds how long New tries to reach the bootstrap peers.
+func WithBootstrapTimeout(d time.Duration) Option {
+	return func(s *settings) error { s.bootstrapTimeout = d; return nil }
+}
+
+// WithScope sets which addresses count as public, everywhere the node filters
+// addresses: the DHT, records and relays. Default: the internet.
+func WithScope(sc scope.Scope) Option {
+	return func(s *settings) error {
+		if s.scopeSet {
+			return errors.New("rendezvous: scope given twice")
+		}
+		s.scope, s.scopeSet = sc, true
+		return nil
+	}
+}
+
+// WithPublicRanges adds address ranges that count as public besides the
+// internet's, for private deployments and labs. Shorthand for
+// WithScope(scope.With(prefixes...)).
+func WithPublicRanges(prefixes ...netip.Prefix) Option {
+	return WithScope(scope.With(prefixes...))
+}
+
+// WithReachability forces the node to act as publicly reachable (DHT server,
+// relay) or as private (DHT client, holds relay reservations) instead of
+// following what the network says.
+func WithReachability(r Reachability) Option {
+	return func(s *settings) error {
+		if r > ReachabilityPrivate {
+			return fmt.Errorf("rendezvous: unknown reachability %d", r)
+		}
+		s.reach = r
+		return nil
+	}
+}
+
+// WithRecordTTL sets how long the node's record stays valid (republished at
+// about half). Default one hour.
+func WithRecordTTL(d time.Duration) Option {
+	return func(s *settings) error { s.recordTTL = d; return nil }
+}
+
+// WithRepublishDebounce sets how long the node lets address and relay changes
+// settle before republishing its record. Default one second.
+func WithRepublishDebounce(d time.Duration) Option {
+	return func(s *settings) error { s.debounce = d; return nil }
+}
+
+// WithRoutingTableRefresh sets how often the DHT routing table is refreshed;
+// 0 disables the periodic refresh. Default 10 minutes.
+func WithRoutingTableRefresh(d time.Duration) Option {
+	return func(s *settings) error { s.refreshPeriod, s.refreshSet = d, true; return nil }
+}
+
+// WithRelayResources sets the limits of the relay this node serves while it is
+// public. Default relay.DefaultResources().
+func WithRelayResources(r circuit.Resources) Option {
+	return func(s *settings) error { s.relayResources = &r; return nil }
+}
+
+// WithReservations sets how many relays a private node keeps reservations on.
+// Default 2.
+func WithReservations(n int) Option {
+	return func(s *settings) error { s.reservations = n; return nil }
+}
+
+// WithLogger sets the logger. Default: the "rendezvous" go-log logger, silent
+// unless go-log is configured.
+func WithLogger(l *logging.ZapEventLogger) Option {
+	return func(s *settings) error { s.log = l; return nil }
+}
+
+// WithPrometheusRegisterer registers the node's (and libp2p's) metrics with
+// reg. Default: no metrics.
+func WithPrometheusRegisterer(reg prometheus.Registerer) Option {
+	return func(s *settings) error { s.registerer = reg; return nil }
+}
+
+// WithLibp2pOptions passes extra options to libp2p.New, after the node's own.
+func WithLibp2pOptions(opts ...libp2p.Option) Option {
+	return func(s *settings) error {
+		s.libp2pOpts = append(s.libp2pOpts, opts...)
+		return nil
+	}
+}
+
+// ParseBootstrap parses /.../p2p/<id> multiaddrs into peers, merging the
+// addresses of the same peer.
+func ParseBootstrap(addrs ...string) ([]peer.AddrInfo, error) {
+	var mas []ma.Multiaddr
+	for _, a := range addrs {
+		m, err := ma.NewMultiaddr(a)
+		if err != nil {
+			return nil, fmt.Errorf("rendezvous: bootstrap address %q: %w", a, err)
+		}
+		mas = append(mas, m)
+	}
+	infos, err := peer.AddrInfosFromP2pAddrs(mas...)
+	if err != nil {
+		return nil, fmt.Errorf("rendezvous: bootstrap: %w", err)
+	}
+	return infos, nil
+}

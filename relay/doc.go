@@ -1,0 +1,19 @@
+// Package relay lets public peers carry the connections of NATed ones, and
+// NATed peers be reached through them. It uses libp2p's circuit relay v2, so
+// any libp2p implementation can take part.
+//
+//   - Service runs the relay (hop) side on a publicly reachable node, with
+//     limits sized for connection setup rather than bulk data, and only while
+//     the node is public.
+//   - Reserver keeps reservations on a few public peers (two by default),
+//     chosen among candidates the caller supplies (the node's DHT servers), so
+//     no static relay list is needed. It replaces a relay as soon as its
+//     connection drops, renews reservations before they expire, and reports
+//     the resulting /p2p-circuit addresses.
+//   - Dial connects to a peer over its direct and relay addresses at once and
+//     reports the path the connection took (direct or relayed, via which
+//     relay), its remote address and round-trip time.
+//
+// This package does not find peers or publish addresses: the caller gives it
+// candidates and addresses, and publishes what it reports.
+package relay

@@ -1,0 +1,389 @@
+package relay
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	logging "github.com/ipfs/go-log/v2"
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/p2pos/rendezvous/scope"
+)
+
+// Reservation is a slot held on a relay.
+type Reservation struct {
+	Relay   peer.ID
+	Addr    ma.Multiaddr // the relay's address we reach it on
+	Expires time.Time
+	// Circuit is our address through this relay: Addr/p2p/Relay/p2p-circuit.
+	Circuit ma.Multiaddr
+}
+
+// DefaultReservations is how many relays a Reserver keeps.
+const DefaultReservations = 2
+
+type reserverSettings struct {
+	count    int
+	scope    scope.Scope
+	onChange func()
+	log      *logging.ZapEventLogger
+	timeout  time.Duration
+}
+
+// ReserverOption configures a Reserver.
+type ReserverOption func(*reserverSettings)
+
+// WithReservations sets how many relays to hold at once.
+func WithReservations(n int) ReserverOption { return func(s *reserverSettings) { s.count = n } }
+
+// WithScope sets which relay addresses are usable. Default: the internet.
+func WithScope(sc scope.Scope) ReserverOption { return func(s *reserverSettings) { s.scope = sc } }
+
+// WithOnChange sets a function called (from the Reserver's goroutine) when
+// the set of reservations changes.
+func WithOnChange(f func()) ReserverOption { return func(s *reserverSettings) { s.onChange = f } }
+
+// WithLogger sets the logger.
+func WithLogger(l *logging.ZapEventLogger) ReserverOption {
+	return func(s *reserverSettings) { s.log = l }
+}
+
+// Reserver keeps reservations on relays while it is enabled. Its goroutine is
+// owned by it and ends with Close.
+type Reserver struct {
+	h          host.Host
+	candidates func() []peer.ID
+	s          reserverSettings
+
+	wake   chan struct{}
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	enabled bool                     // guarded by mu
+	held    map[peer.ID]*Reservation // guarded by mu
+	backoff map[peer.ID]time.Time    // guarded by mu: candidates not to retry before
+	closed  bool                     // guarded by mu
+}
+
+// NewReserver starts a disabled Reserver. candidates returns the peers that
+// may serve as relays (public peers known to the caller); those that do not
+// speak the relay protocol are skipped.
+func NewReserver(h host.Host, candidates func() []peer.ID, opts ...ReserverOption) (*Reserver, error) {
+	s := reserverSettings{count: DefaultReservations, scope: scope.Internet(), timeout: 10 * time.Second}
+	for _, o := range opts {
+		o(&s)
+	}
+	if s.log == nil {
+		s.log = logging.Logger("rendezvous/relay")
+	}
+	sub, err := h.EventBus().Subscribe([]any{
+		new(event.EvtPeerConnectednessChanged),
+		new(event.EvtPeerIdentificationCompleted),
+	})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Reserver{
+		h:          h,
+		candidates: candidates,
+		s:          s,
+		wake:       make(chan struct{}, 1),
+		cancel:     cancel,
+		done:       make(chan struct{}),
+		held:       map[peer.ID]*Reservation{},
+		backoff:    map[peer.ID]time.Time{},
+	}
+	go r.run(ctx, sub)
+	return r, nil
+}
+
+// SetEnabled starts or stops keeping reservations. Disabling drops them.
+func (r *Reserver) SetEnabled(on bool) {
+	r.mu.Lock()
+	changed := r.enabled != on
+	r.enabled = on
+	r.mu.Unlock()
+	if changed {
+		r.poke()
+	}
+}
+
+// Poke asks the Reserver to look at its candidates again (for example after
+// the caller learned new peers).
+func (r *Reserver) Poke() { r.poke() }
+
+func (r *Reserver) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Reservations returns the reservations held, ordered by relay ID.
+func (r *Reserver) Reservations() []Reservation {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Reservation, 0, len(r.held))
+	for _, v := range r.held {
+		out = append(out, *v)
+	}
+	slices.SortFunc(out, func(a, b Reservation) int {
+		switch {
+		case a.Relay < b.Relay:
+			return -1
+		case a.Relay > b.Relay:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Addrs returns our /p2p-circuit addresses, one per reservation.
+func (r *Reserver) Addrs() []ma.Multiaddr {
+	rs := r.Reservations()
+	out := make([]ma.Multiaddr, 0, len(rs))
+	for _, v := range rs {
+		out = append(out, v.Circuit)
+	}
+	return out
+}
+
+// Close stops the Reserver and waits for its goroutine. It is idempotent.
+func (r *Reserver) Close() error {
+	r.cancel()
+	<-r.done
+	return nil
+}
+
+const (
+	failBackoff = 30 * time.Second
+	renewBefore = 0.5 // renew when less than this fraction of the TTL is left
+	idleCheck   = time.Minute
+)
+
+func (r *Reserver) run(ctx context.Context, sub event.Subscription) {
+	defer close(r.done)
+	defer sub.Close()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			r.dropAll()
+			return
+		case ev := <-sub.Out():
+			if e, ok := ev.(event.EvtPeerConnectednessChanged); ok && e.Connectedness != network.Connected {
+				r.mu.Lock()
+				_, isRelay := r.held[e.Peer]
+				r.mu.Unlock()
+				if !isRelay {
+					continue
+				}
+			}
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+			timer.Reset(0)
+			continue
+		case <-r.wake:
+		case <-timer.C:
+		}
+		next := r.maintain(ctx)
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(next)
+	}
+}
+
+// maintain drops dead reservations, renews old ones, adds new ones up to
+// count, and returns when to look again.
+func (r *Reserver) maintain(ctx context.Context) time.Duration {
+	r.mu.Lock()
+	enabled := r.enabled
+	r.mu.Unlock()
+	if !enabled {
+		r.dropAll()
+		return idleCheck
+	}
+	changed := false
+	now := time.Now()
+	next := idleCheck
+
+	// Drop reservations whose relay is gone or expired; renew those past
+	// half their life.
+	r.mu.Lock()
+	var renew []peer.ID
+	for id, res := range r.held {
+		if r.h.Network().Connectedness(id) != network.Connected || !now.Before(res.Expires) {
+			r.s.log.Infow("relay lost", "relay", id)
+			delete(r.held, id)
+			r.h.ConnManager().Unprotect(id, protectTag)
+			r.backoff[id] = now.Add(failBackoff)
+			changed = true
+			continue
+		}
+		renew = append(renew, id)
+	}
+	r.mu.Unlock()
+	for _, id := range renew {
+		r.mu.Lock()
+		res := r.held[id]
+		r.mu.Unlock()
+		if res == nil {
+			continue
+		}
+		left := res.Expires.Sub(now)
+		if left > time.Duration(float64(relayTTLGuess)*renewBefore) {
+			next = min(next, left-time.Duration(float64(relayTTLGuess)*renewBefore))
+			continue
+		}
+		nr, err := r.reserve(ctx, id)
+		r.mu.Lock()
+		if err != nil {
+			delete(r.held, id)
+			r.backoff[id] = now.Add(failBackoff)
+			changed = true
+		} else {
+			r.held[id] = nr
+			if !nr.Circuit.Equal(res.Circuit) {
+				changed = true
+			}
+		}
+		r.mu.Unlock()
+	}
+
+	// Add reservations.
+	for ctx.Err() == nil {
+		r.mu.Lock()
+		need := r.s.count - len(r.held)
+		r.mu.Unlock()
+		if need <= 0 {
+			break
+		}
+		cand := r.pick(now)
+		if cand == "" {
+			next = min(next, 5*time.Second)
+			break
+		}
+		res, err := r.reserve(ctx, cand)
+		r.mu.Lock()
+		if err != nil {
+			r.s.log.Debugw("reservation failed", "relay", cand, "error", err)
+			r.backoff[cand] = now.Add(failBackoff)
+		} else {
+			r.held[cand] = res
+			changed = true
+		}
+		r.mu.Unlock()
+	}
+	if changed && r.s.onChange != nil {
+		r.s.onChange()
+	}
+	return max(next, time.Second)
+}
+
+// relayTTLGuess is the reservation lifetime relays grant by default; renewal
+// starts when less than half of it is left.
+const relayTTLGuess = time.Hour
+
+const protectTag = "rendezvous-relay"
+
+// pick returns the best candidate relay: connected and speaking the hop
+// protocol first, lowest latency first.
+func (r *Reserver) pick(now time.Time) peer.ID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var best peer.ID
+	var bestLat time.Duration
+	for _, id := range r.candidates() {
+		if id == r.h.ID() || r.held[id] != nil || now.Before(r.backoff[id]) {
+			continue
+		}
+		if ok, _ := r.h.Peerstore().SupportsProtocols(id, proto.ProtoIDv2Hop); len(ok) == 0 {
+			continue
+		}
+		if len(r.s.scope.Filter(r.h.Peerstore().Addrs(id))) == 0 && r.connAddr(id) == nil {
+			continue
+		}
+		lat := r.h.Peerstore().LatencyEWMA(id)
+		if lat == 0 {
+			lat = time.Hour
+		}
+		if best == "" || lat < bestLat {
+			best, bestLat = id, lat
+		}
+	}
+	return best
+}
+
+// connAddr returns the in-scope address of a direct connection to id.
+func (r *Reserver) connAddr(id peer.ID) ma.Multiaddr {
+	for _, c := range r.h.Network().ConnsToPeer(id) {
+		if c.Stat().Limited {
+			continue
+		}
+		if a := c.RemoteMultiaddr(); r.s.scope.IsPublic(a) {
+			return a
+		}
+	}
+	return nil
+}
+
+func (r *Reserver) reserve(ctx context.Context, id peer.ID) (*Reservation, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.s.timeout)
+	defer cancel()
+	ai := peer.AddrInfo{ID: id, Addrs: r.s.scope.Filter(r.h.Peerstore().Addrs(id))}
+	rsv, err := client.Reserve(ctx, r.h, ai)
+	if err != nil {
+		return nil, err
+	}
+	addr := r.connAddr(id)
+	if addr == nil {
+		for _, a := range rsv.Addrs {
+			if r.s.scope.IsPublic(a) {
+				addr, _ = ma.SplitFunc(a, func(c ma.Component) bool { return c.Code() == ma.P_P2P })
+				break
+			}
+		}
+	}
+	if addr == nil {
+		return nil, errNoRelayAddr
+	}
+	circ, err := circuitAddr(addr, id)
+	if err != nil {
+		return nil, err
+	}
+	r.h.ConnManager().Protect(id, protectTag)
+	return &Reservation{Relay: id, Addr: addr, Expires: rsv.Expiration, Circuit: circ}, nil
+}
+
+func (r *Reserver) dropAll() {
+	r.mu.Lock()
+	changed := len(r.held) > 0
+	for id := range r.held {
+		r.h.ConnManager().Unprotect(id, protectTag)
+	}
+	clear(r.held)
+	r.mu.Unlock()
+	if changed && r.s.onChange != nil {
+		r.s.onChange()
+	}
+}

@@ -1,0 +1,106 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	circuit "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/p2pos/rendezvous/scope"
+)
+
+// DefaultResources are the relay limits of a Service: circuit relay v2's
+// defaults, which suit connection setup (2 min and 128 KiB per relayed
+// connection).
+func DefaultResources() circuit.Resources { return circuit.DefaultResources() }
+
+type serviceSettings struct {
+	resources circuit.Resources
+	scope     scope.Scope
+}
+
+// ServiceOption configures a Service.
+type ServiceOption func(*serviceSettings)
+
+// WithResources sets the relay's limits.
+func WithResources(r circuit.Resources) ServiceOption {
+	return func(s *serviceSettings) { s.resources = r }
+}
+
+// WithServiceScope sets which of the node's addresses the relay tells
+// reserving peers about. Default: the internet.
+func WithServiceScope(sc scope.Scope) ServiceOption {
+	return func(s *serviceSettings) { s.scope = sc }
+}
+
+// Service runs the relay (hop) protocol while it is enabled. The zero value is
+// not usable; create one with NewService.
+type Service struct {
+	h host.Host
+	s serviceSettings
+
+	mu     sync.Mutex
+	relay  *circuit.Relay // guarded by mu; nil while disabled
+	closed bool           // guarded by mu
+}
+
+// NewService returns a disabled relay service for h.
+func NewService(h host.Host, opts ...ServiceOption) *Service {
+	s := serviceSettings{resources: DefaultResources(), scope: scope.Internet()}
+	for _, o := range opts {
+		o(&s)
+	}
+	return &Service{h: h, s: s}
+}
+
+// ErrServiceClosed is returned by SetEnabled after Close.
+var ErrServiceClosed = errors.New("relay: service closed")
+
+// SetEnabled starts or stops serving. It is a no-op when nothing changes.
+func (s *Service) SetEnabled(on bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrServiceClosed
+	}
+	switch {
+	case on && s.relay == nil:
+		sc := s.s.scope
+		r, err := circuit.New(s.h,
+			circuit.WithResources(s.s.resources),
+			circuit.WithReservationAddressFilter(func(a ma.Multiaddr) bool { return sc.IsPublic(a) }),
+		)
+		if err != nil {
+			return fmt.Errorf("relay: start service: %w", err)
+		}
+		s.relay = r
+	case !on && s.relay != nil:
+		err := s.relay.Close()
+		s.relay = nil
+		return err
+	}
+	return nil
+}
+
+// Enabled reports whether the service is serving.
+func (s *Service) Enabled() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.relay != nil
+}
+
+// Close stops the service for good. It is idempotent.
+func (s *Service) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.relay == nil {
+		return nil
+	}
+	err := s.relay.Close()
+	s.relay = nil
+	return err
+}
