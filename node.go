@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,6 +80,14 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 	if err := s.validate(); err != nil {
 		return nil, err
 	}
+	if s.dataDir != "" {
+		if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("rendezvous: data dir: %w", err)
+		}
+		if s.key == nil && s.keyFile == "" {
+			s.keyFile = filepath.Join(s.dataDir, "identity.key")
+		}
+	}
 	key := s.key
 	if s.keyFile != "" {
 		if key, err = LoadOrCreateKey(s.keyFile); err != nil {
@@ -131,7 +141,11 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 	if s.refreshSet {
 		dopts = append(dopts, dht.WithRefreshPeriod(s.refreshPeriod))
 	}
-	if s.keyFile != "" {
+	switch {
+	case s.dataDir != "":
+		dopts = append(dopts, dht.WithSeqFile(filepath.Join(s.dataDir, "record.seq")),
+			dht.WithStoreFile(filepath.Join(s.dataDir, "records.store")))
+	case s.keyFile != "":
 		dopts = append(dopts, dht.WithSeqFile(s.keyFile+".seq"))
 	}
 	if n.d, err = dht.New(n.h, key, dopts...); err != nil {

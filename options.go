@@ -44,6 +44,7 @@ const DefaultBootstrapTimeout = 15 * time.Second
 type settings struct {
 	key              crypto.PrivKey
 	keyFile          string
+	dataDir          string
 	listen           []ma.Multiaddr
 	bootstrap        []peer.AddrInfo
 	bootstrapTimeout time.Duration
@@ -99,6 +100,14 @@ func WithKey(k crypto.PrivKey) Option {
 // across restarts.
 func WithKeyFile(path string) Option {
 	return func(s *settings) error { s.keyFile = path; return nil }
+}
+
+// WithDataDir keeps the node's state in dir (created with mode 0700 if
+// missing): its identity key (identity.key, unless WithKey or WithKeyFile is
+// given), its record sequence number, and the records it serves as a DHT
+// server, so that a restarted node keeps serving them.
+func WithDataDir(dir string) Option {
+	return func(s *settings) error { s.dataDir = dir; return nil }
 }
 
 // WithListenAddrs sets the addresses to listen on. Default DefaultListenAddrs.

@@ -48,6 +48,7 @@ type DHT struct {
 	cache     *recordCache
 	s         settings
 	log       *logging.ZapEventLogger
+	store     *valueStore
 
 	total counters
 
@@ -86,8 +87,13 @@ func New(h host.Host, key crypto.PrivKey, opts ...Option) (*DHT, error) {
 	case ModeClient:
 		mode = kaddht.ModeClient
 	}
+	store, err := openValueStore(s.storeFile)
+	if err != nil {
+		return nil, err
+	}
 	sc := s.scope
 	kopts := []kaddht.Option{
+		kaddht.ValueDatastore(store),
 		kaddht.ProtocolPrefix(ProtocolPrefix),
 		kaddht.NamespacedValidator(namespace, v),
 		kaddht.Mode(mode),
@@ -112,6 +118,7 @@ func New(h host.Host, key crypto.PrivKey, opts ...Option) (*DHT, error) {
 	}
 	kad, err := kaddht.New(h, kopts...)
 	if err != nil {
+		store.Close()
 		return nil, fmt.Errorf("dht: %w", err)
 	}
 	d := &DHT{
@@ -122,6 +129,7 @@ func New(h host.Host, key crypto.PrivKey, opts ...Option) (*DHT, error) {
 		cache:     newRecordCache(s.now),
 		s:         s,
 		log:       log,
+		store:     store,
 		closed:    make(chan struct{}),
 	}
 	pm, err := pb.NewProtocolMessenger(&countingSender{inner: kad.MessageSender(), total: &d.total})
@@ -146,7 +154,7 @@ func (d *DHT) Close() error {
 	var err error
 	d.closeOnce.Do(func() {
 		close(d.closed)
-		err = d.kad.Close()
+		err = errors.Join(d.kad.Close(), d.store.save(), d.store.Close())
 	})
 	return err
 }

@@ -62,6 +62,7 @@ type settings struct {
 	now            func() time.Time
 	log            *logging.ZapEventLogger
 	seqFile        string
+	storeFile      string
 }
 
 func defaultSettings() settings {
@@ -175,4 +176,10 @@ func WithLogger(l *logging.ZapEventLogger) Option {
 // in milliseconds.
 func WithSeqFile(path string) Option {
 	return func(st *settings) error { st.seqFile = path; return nil }
+}
+
+// WithStoreFile names a file that keeps the records this node serves across
+// restarts: loaded at New, written at Close. Default: memory only.
+func WithStoreFile(path string) Option {
+	return func(st *settings) error { st.storeFile = path; return nil }
 }
