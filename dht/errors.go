@@ -68,6 +68,7 @@ type AddrScopeError struct {
 	Addr ma.Multiaddr
 }
 
+// Error names the address.
 func (e *AddrScopeError) Error() string {
 	return fmt.Sprintf("%s: %s", ErrOutOfScope.Error(), e.Addr)
 }
@@ -85,6 +86,7 @@ type SignerMismatchError struct {
 	Signer peer.ID
 }
 
+// Error names both peers.
 func (e *SignerMismatchError) Error() string {
 	return fmt.Sprintf("%s: record for %s signed by %s", ErrSignerMismatch.Error(), e.Key, e.Signer)
 }

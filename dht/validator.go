@@ -1,6 +1,7 @@
 package dht
 
 import (
+	"bytes"
 	"fmt"
 	"time"
 
@@ -130,7 +131,9 @@ func (v *Validator) checkScope(addrs []ma.Multiaddr) error {
 }
 
 // Select returns the index of the best of values for key: the valid record
-// with the highest Seq, the first of them on a tie. It skips invalid values
+// with the highest Seq; among different records of equal Seq, the last one
+// (kad-dht passes [offered, held], so the held record stays), and among
+// identical ones the first. It skips invalid values
 // and fails if none is valid (wrapping ErrNotFound for no values, the first
 // value's rejection otherwise). It implements record.Validator.
 func (v *Validator) Select(key string, values [][]byte) (int, error) {
@@ -145,7 +148,11 @@ func (v *Validator) Select(key string, values [][]byte) (int, error) {
 			}
 			continue
 		}
-		if best < 0 || r.Seq > bestSeq {
+		// On equal sequence numbers the later value wins unless it is the
+		// same bytes: kad-dht's store calls Select([offered, held]), so a
+		// different record whose seq is not higher never replaces the held
+		// one, while re-storing the held bytes is accepted.
+		if best < 0 || r.Seq > bestSeq || (r.Seq == bestSeq && !bytes.Equal(value, values[best])) {
 			best, bestSeq = i, r.Seq
 		}
 	}

@@ -246,6 +246,12 @@ func TestSelect(t *testing.T) {
 		r.Seq = seq
 		return seal(t, r, keyA)
 	}
+	otherAddrs := func(seq uint64) []byte {
+		r := testRecord(t)
+		r.Seq = seq
+		r.Addrs = r.Addrs[:1]
+		return seal(t, r, keyA)
+	}
 	expired := func() []byte {
 		r := testRecord(t)
 		r.Seq = 100
@@ -264,7 +270,8 @@ func TestSelect(t *testing.T) {
 		{"one", [][]byte{withSeq(1)}, 0},
 		{"newer second", [][]byte{withSeq(1), withSeq(2)}, 1},
 		{"newer first", [][]byte{withSeq(2), withSeq(1)}, 0},
-		{"tie takes the first", [][]byte{withSeq(3), withSeq(3)}, 0},
+		{"identical tie takes the first", [][]byte{withSeq(3), withSeq(3)}, 0},
+		{"different tie keeps the held (last)", [][]byte{otherAddrs(3), withSeq(3)}, 1},
 		{"highest of many", [][]byte{withSeq(3), withSeq(9), withSeq(5), withSeq(9)}, 1},
 		{"skips expired", [][]byte{withSeq(1), expired}, 0},
 		{"skips garbage", [][]byte{[]byte("junk"), withSeq(1)}, 1},
