@@ -9,8 +9,10 @@
 // same Scope, so a node never publishes, stores or dials an address that is out
 // of its network's scope.
 //
-// A Scope is immutable and safe for concurrent use. The zero value is the
-// internet scope.
+// A Scope belongs to the node it is given to: nothing process-wide is changed
+// (go-multiaddr's own notion of public addresses stays as it is), so other
+// libp2p hosts in the same process are not affected. A Scope is immutable and
+// safe for concurrent use. The zero value is the internet scope.
 package scope
 
 import (
