@@ -3,7 +3,6 @@ package rendezvous
 import (
 	"sync"
 	"time"
-
 )
 
 // Status is a snapshot of what a node is doing. It marshals to JSON as the
@@ -157,4 +156,3 @@ func (b *broadcaster) close() {
 	}
 	clear(b.subs)
 }
-

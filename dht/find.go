@@ -154,4 +154,3 @@ func (c *recordCache) drop(id peer.ID) {
 	defer c.mu.Unlock()
 	delete(c.m, id)
 }
-

@@ -74,7 +74,6 @@ func (d *DHT) Advertise(ctx context.Context, topic string) (PublishResult, error
 	return res, nil
 }
 
-
 // FindPeers returns up to limit peers that advertised topic, each with its
 // verified address record (peers whose record cannot be found or verified
 // are left out). limit <= 0 means 20.

@@ -205,4 +205,3 @@ func nextRecord(r *dht.Record) *dht.Record {
 	c.PeerID = ""
 	return &c
 }
-
