@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+
+	"github.com/p2pos/rendezvous/relay"
+)
+
+const connectHelp = `
+Connect to a peer by its ID and show the path the connection took: direct,
+or relayed through one of the peer's relays. The peer's record is looked up
+first, then its direct and relay addresses are dialed together.
+
+With --ping N, N pings follow on the connection, relayed or not, and their
+round-trip times are summed up.
+
+The connection is made from a short-lived node (private by default: a DHT
+client) that joins the network through the bootstrap peers and stops when done.
+`
+
+func cmdConnect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return exitCode(stderr, "connect", runConnect(ctx, args, stdout))
+}
+
+// connectJSON is the output of connect --json.
+type connectJSON struct {
+	PeerID     string         `json:"peer_id"`
+	Path       relay.PathKind `json:"path"`
+	Relay      string         `json:"relay,omitempty"`
+	RemoteAddr string         `json:"remote_addr"`
+	// Connected is true when the node was connected to the peer already
+	// (a bootstrap peer, say), so nothing was looked up or dialed.
+	Connected bool           `json:"already_connected,omitempty"`
+	LookupMS  float64        `json:"lookup_ms"`
+	DialMS    float64        `json:"dial_ms"`
+	RTTMS     float64        `json:"rtt_ms"`
+	Ping      *pingStatsJSON `json:"ping,omitempty"`
+}
+
+// pingStatsJSON sums up the pings of connect --ping.
+type pingStatsJSON struct {
+	Count  int       `json:"count"`
+	MinMS  float64   `json:"min_ms"`
+	AvgMS  float64   `json:"avg_ms"`
+	MaxMS  float64   `json:"max_ms"`
+	RTTsMS []float64 `json:"rtts_ms"`
+}
+
+func runConnect(ctx context.Context, args []string, stdout io.Writer) (err error) {
+	fs := newFlagSet("connect", "[flags] PEERID", connectHelp)
+	var cf clientFlags
+	cf.register(fs)
+	pings := fs.Int("ping", 0, "ping the peer `N` times once connected")
+	rest, err := parseArgs(fs, args, stdout)
+	if err != nil {
+		return err
+	}
+	id, err := onePeerID(rest)
+	if err != nil {
+		return err
+	}
+	if *pings < 0 {
+		return usageErrorf("--ping must not be negative")
+	}
+	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	defer cancel()
+	n, err := cf.start(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, closeError(n.Close())) }()
+
+	c, err := n.Connect(ctx, id)
+	if err != nil {
+		return lookupError(ctx, id, cf.timeout, err)
+	}
+	var rtts []time.Duration
+	if *pings > 0 {
+		if rtts, err = pingPeer(ctx, n.Host(), id, *pings); err != nil {
+			if ctx.Err() != nil {
+				err = timeoutError(ctx, cf.timeout)
+			}
+			return fmt.Errorf("connected over a %s path, then ping: %w", c.Path.Kind, err)
+		}
+	}
+
+	out := connectJSON{
+		PeerID:     id.String(),
+		Path:       c.Path.Kind,
+		RemoteAddr: fmt.Sprint(c.Path.RemoteAddr),
+		Connected:  c.Record == nil,
+		LookupMS:   ms(c.LookupTime),
+		DialMS:     ms(c.Path.DialTime),
+		RTTMS:      ms(c.Path.RTT),
+		Ping:       pingStats(rtts),
+	}
+	if c.Path.Relay != "" {
+		out.Relay = c.Path.Relay.String()
+	}
+	if cf.json {
+		return writeJSON(stdout, out)
+	}
+
+	t := newTable(stdout)
+	t.row("peer ID", out.PeerID)
+	t.row("path", out.Path.String())
+	if out.Relay != "" {
+		t.row("via relay", out.Relay)
+	}
+	t.row("remote addr", out.RemoteAddr)
+	if out.Connected {
+		t.row("lookup", "none: connected already")
+	} else {
+		t.row("lookup", fmtMS(c.LookupTime))
+		t.row("dial", fmtMS(c.Path.DialTime))
+	}
+	if c.Path.RTT > 0 {
+		t.row("RTT", fmtMS(c.Path.RTT))
+	}
+	if p := out.Ping; p != nil {
+		t.row("ping", fmt.Sprintf("%d answered: min %s, avg %s, max %s", p.Count,
+			fmtMS(slices.Min(rtts)), fmtMS(mean(rtts)), fmtMS(slices.Max(rtts))))
+	}
+	return t.flush()
+}
+
+// pingPeer pings id count times over the node's connection, relayed or
+// not, and returns the round-trip times.
+func pingPeer(ctx context.Context, h host.Host, id peer.ID, count int) ([]time.Duration, error) {
+	ctx, cancel := context.WithCancel(network.WithAllowLimitedConn(ctx, "ping"))
+	defer cancel()
+	var rtts []time.Duration
+	for res := range ping.Ping(ctx, h, id) {
+		if res.Error != nil {
+			return rtts, res.Error
+		}
+		rtts = append(rtts, res.RTT)
+		if len(rtts) == count {
+			return rtts, nil
+		}
+	}
+	return rtts, fmt.Errorf("%d of %d pings answered", len(rtts), count)
+}
+
+func pingStats(rtts []time.Duration) *pingStatsJSON {
+	if len(rtts) == 0 {
+		return nil
+	}
+	p := &pingStatsJSON{
+		Count: len(rtts),
+		MinMS: ms(slices.Min(rtts)),
+		AvgMS: ms(mean(rtts)),
+		MaxMS: ms(slices.Max(rtts)),
+	}
+	for _, d := range rtts {
+		p.RTTsMS = append(p.RTTsMS, ms(d))
+	}
+	return p
+}
+
+func mean(ds []time.Duration) time.Duration {
+	var sum time.Duration
+	for _, d := range ds {
+		sum += d
+	}
+	return sum / time.Duration(len(ds))
+}
