@@ -5,10 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
+	"time"
 
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	record "github.com/libp2p/go-libp2p-record"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -72,9 +73,10 @@ func (d *DHT) PublishRecord(ctx context.Context, r *Record, holders []peer.ID) (
 	return res, nil
 }
 
-// stillClosest asks the holder closest to key for the servers it knows
-// closest to key. If it names none closer than the farthest holder that is
-// not a holder already, the holders are still the closest and are returned.
+// stillClosest asks two holders (connected ones first, the closest to key
+// first) for the servers they know closest to key. If the first to answer
+// names none closer than the farthest holder that is not a holder already,
+// the holders are still the closest and are returned.
 func (d *DHT) stillClosest(ctx context.Context, key string, holders []peer.ID) []peer.ID {
 	if len(holders) == 0 {
 		return nil
@@ -86,14 +88,38 @@ func (d *DHT) stillClosest(ctx context.Context, key string, holders []peer.ID) [
 	for _, h := range holders {
 		isHolder[h] = true
 	}
-	for _, ask := range sorted[:min(2, len(sorted))] {
-		rctx, cancel := context.WithTimeout(ctx, d.s.requestTimeout)
-		closer, err := d.pm.GetClosestPeers(rctx, ask, peer.ID(key))
-		cancel()
-		if err != nil {
+	ask := make([]peer.ID, 0, len(sorted))
+	for _, p := range sorted {
+		if d.h.Network().Connectedness(p) == network.Connected {
+			ask = append(ask, p)
+		}
+	}
+	for _, p := range sorted {
+		if d.h.Network().Connectedness(p) != network.Connected {
+			ask = append(ask, p)
+		}
+	}
+	ask = ask[:min(2, len(ask))]
+
+	ctx, cancel := context.WithTimeout(ctx, d.s.requestTimeout)
+	defer cancel()
+	type reply struct {
+		closer []*peer.AddrInfo
+		err    error
+	}
+	replies := make(chan reply, len(ask))
+	for _, p := range ask {
+		go func() {
+			closer, err := d.pm.GetClosestPeers(ctx, p, peer.ID(key))
+			replies <- reply{closer, err}
+		}()
+	}
+	for range ask {
+		r := <-replies
+		if r.err != nil {
 			continue
 		}
-		for _, ai := range closer {
+		for _, ai := range r.closer {
 			if ai == nil || isHolder[ai.ID] || ai.ID == d.h.ID() {
 				continue
 			}
@@ -109,28 +135,55 @@ func (d *DHT) stillClosest(ctx context.Context, key string, holders []peer.ID) [
 	return nil
 }
 
-// putTo stores the record on each target in parallel and returns those that
-// accepted it.
+// putGrace is how long a publish waits for the remaining servers once half
+// of them stored the record: a server that went away must not hold the
+// publish up for a whole request timeout.
+const putGrace = 500 * time.Millisecond
+
+// putTo stores the record on the targets in parallel and returns those that
+// accepted it. It returns when all answered, or putGrace after half of them
+// accepted; requests still running then are cancelled.
 func (d *DHT) putTo(ctx context.Context, key string, data []byte, targets []peer.ID) []peer.ID {
 	rec := record.MakePutRecord(key, data)
-	var mu sync.Mutex
-	var ok []peer.ID
-	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		p   peer.ID
+		err error
+	}
+	results := make(chan result, len(targets))
 	for _, p := range targets {
-		wg.Add(1)
 		go func() {
-			defer wg.Done()
-			rctx, cancel := context.WithTimeout(ctx, d.s.requestTimeout)
-			defer cancel()
-			if err := d.pm.PutValue(rctx, p, rec); err != nil {
-				d.log.Debugw("put failed", "peer", p, "error", err)
-				return
-			}
-			mu.Lock()
-			ok = append(ok, p)
-			mu.Unlock()
+			rctx, rcancel := context.WithTimeout(ctx, d.s.requestTimeout)
+			defer rcancel()
+			results <- result{p, d.pm.PutValue(rctx, p, rec)}
 		}()
 	}
-	wg.Wait()
+	var ok []peer.ID
+	var grace <-chan time.Time
+	pending := len(targets)
+	for pending > 0 {
+		select {
+		case r := <-results:
+			pending--
+			if r.err != nil {
+				d.log.Debugw("put failed", "peer", r.p, "error", r.err)
+				continue
+			}
+			ok = append(ok, r.p)
+			if grace == nil && 2*len(ok) >= len(targets) {
+				t := time.NewTimer(putGrace)
+				defer t.Stop()
+				grace = t.C
+			}
+		case <-grace:
+			cancel()
+			for ; pending > 0; pending-- {
+				if r := <-results; r.err == nil {
+					ok = append(ok, r.p)
+				}
+			}
+		}
+	}
 	return ok
 }
