@@ -1,0 +1,561 @@
+// Package matrix runs the connection matrix in the NAT lab: for every pair of
+// sides (a public host, or a host behind a router of each kind) and each
+// transport, a fresh peer on one side connects by peer ID to a peer on the
+// other, and the matrix records whether it worked, over which path, how
+// long the first byte took, how many bytes crossed the public nodes, and why
+// it failed.
+//
+// Every peer is the rendezvous command, run inside the lab's namespaces. The
+// public nodes are forced public; peers behind routers run in auto mode, as
+// users would run them. One side, "broken", is a port-restricted router that
+// is cut off from the internet (natlab's blackhole) once its peer has
+// published: its cells must fail, which proves the instrument sees failures.
+package matrix
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/p2pos/rendezvous/internal/natlab"
+)
+
+// Public names the side of a peer on the public internet, without a router.
+const Public = "public"
+
+// Broken names the side behind a router that is cut off on purpose.
+const Broken = "broken"
+
+// Config says what to run.
+type Config struct {
+	// Binary is the rendezvous command to run.
+	Binary string
+	// Sides are the sides to pair: Public, router kinds, and Broken.
+	// Default: all of them.
+	Sides []string
+	// Transports are "quic" and/or "tcp". Default both.
+	Transports []string
+	// Servers is the number of public DHT servers (and relays). Default 3.
+	Servers int
+	// Delay is the internet's one-way delay. Default 0.
+	Delay time.Duration
+	// Timeout bounds one connection attempt. Default 30 s.
+	Timeout time.Duration
+	// Logf, if set, reports progress.
+	Logf func(format string, args ...any)
+}
+
+// DefaultSides are all sides in table order.
+func DefaultSides() []string {
+	out := []string{Public}
+	for _, k := range natlab.Kinds() {
+		if k != natlab.Blackhole {
+			out = append(out, string(k))
+		}
+	}
+	return append(out, Broken)
+}
+
+// Cell is one connection attempt.
+type Cell struct {
+	From      string `json:"from"`
+	To        string `json:"to"`
+	Transport string `json:"transport"`
+	OK        bool   `json:"ok"`
+	// Path is "direct", "hole-punched" or "relayed".
+	Path  string `json:"path,omitempty"`
+	Relay string `json:"relay,omitempty"`
+	// LookupMS, DialMS and FirstByteMS are measured by the connecting peer:
+	// first byte = lookup + dial + the first stream round trip.
+	LookupMS    float64 `json:"lookup_ms,omitempty"`
+	DialMS      float64 `json:"dial_ms,omitempty"`
+	FirstByteMS float64 `json:"first_byte_ms,omitempty"`
+	// DirectMS is the time to a direct connection, when one came.
+	DirectMS *float64 `json:"direct_ms,omitempty"`
+	// PublicBytes crossed the public nodes to or from the two peers' public
+	// addresses during the attempt (nftables counters on the public nodes),
+	// the connecting peer's joining included.
+	PublicBytes int64  `json:"public_bytes"`
+	Reason      string `json:"reason,omitempty"`
+}
+
+// Result is a whole matrix.
+type Result struct {
+	Sides      []string  `json:"sides"`
+	Transports []string  `json:"transports"`
+	Servers    int       `json:"servers"`
+	DelayMS    float64   `json:"delay_ms"`
+	Started    time.Time `json:"started"`
+	Seconds    float64   `json:"seconds"`
+	Cells      []Cell    `json:"cells"`
+}
+
+// Run runs the matrix.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.Binary == "" {
+		return nil, errors.New("matrix: no binary")
+	}
+	if len(cfg.Sides) == 0 {
+		cfg.Sides = DefaultSides()
+	}
+	if len(cfg.Transports) == 0 {
+		cfg.Transports = []string{"quic", "tcp"}
+	}
+	if cfg.Servers <= 0 {
+		cfg.Servers = 3
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	res := &Result{Sides: cfg.Sides, Transports: cfg.Transports, Servers: cfg.Servers,
+		DelayMS: float64(cfg.Delay.Microseconds()) / 1000, Started: time.Now()}
+	for _, tr := range cfg.Transports {
+		cells, err := runTransport(ctx, cfg, tr)
+		if err != nil {
+			return nil, err
+		}
+		res.Cells = append(res.Cells, cells...)
+	}
+	res.Seconds = time.Since(res.Started).Seconds()
+	return res, nil
+}
+
+// Names of lab hosts and routers for a side: "from" peers connect, "to"
+// peers are connected to.
+func hostName(side, role string) string   { return side + "-" + role }
+func routerName(side, role string) string { return "r-" + side + "-" + role }
+
+func spec(cfg Config) natlab.Spec {
+	var s natlab.Spec
+	s.Internet.Delay = cfg.Delay
+	for i := range cfg.Servers {
+		s.Hosts = append(s.Hosts, natlab.HostSpec{Name: fmt.Sprintf("server%d", i+1)})
+	}
+	for _, side := range cfg.Sides {
+		for _, role := range []string{"from", "to"} {
+			h := natlab.HostSpec{Name: hostName(side, role)}
+			if side != Public {
+				kind := natlab.Kind(side)
+				if side == Broken {
+					kind = natlab.PortRestricted
+				}
+				s.Routers = append(s.Routers, natlab.RouterSpec{Name: routerName(side, role), Kind: kind})
+				h.Router = routerName(side, role)
+			}
+			s.Hosts = append(s.Hosts, h)
+		}
+	}
+	return s
+}
+
+func listenAddr(transport string) string {
+	if transport == "tcp" {
+		return "/ip4/0.0.0.0/tcp/4001"
+	}
+	return "/ip4/0.0.0.0/udp/4001/quic-v1"
+}
+
+// node is a long-running peer in the lab.
+type node struct {
+	proc *natlab.Proc
+	id   string
+	err  error // why it could not start
+}
+
+type readyLine struct {
+	Event  string   `json:"event"`
+	PeerID string   `json:"peer_id"`
+	Addrs  []string `json:"addrs"`
+	Status struct {
+		Publish *struct {
+			RelayAddrs []string `json:"relay_addrs"`
+			Error      string   `json:"error"`
+		} `json:"publish"`
+	} `json:"status"`
+	Publish *struct {
+		RelayAddrs []string `json:"relay_addrs"`
+		Error      string   `json:"error"`
+	} `json:"publish"`
+}
+
+func runTransport(ctx context.Context, cfg Config, transport string) ([]Cell, error) {
+	lab, err := natlab.New(ctx, spec(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("matrix: lab: %w", err)
+	}
+	defer lab.Close()
+	scope := natlab.InternetPrefix().String()
+	common := []string{"--json", "--public-ranges", scope, "--listen", listenAddr(transport)}
+
+	// Public servers: the first bootstraps the others.
+	var boot []string
+	for i := range cfg.Servers {
+		h := lab.Host(fmt.Sprintf("server%d", i+1))
+		args := append([]string{"node", "--mode", "public"}, common...)
+		if len(boot) > 0 {
+			args = append(args, "--bootstrap", strings.Join(boot, ","))
+		}
+		p, err := h.Start(ctx, cfg.Binary, args...)
+		if err != nil {
+			return nil, err
+		}
+		var rl readyLine
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err = p.NextJSON(sctx, &rl)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("matrix: server %d: %w", i+1, err)
+		}
+		for _, a := range rl.Addrs {
+			if strings.Contains(a, "/"+h.Addr().String()+"/") {
+				boot = append(boot, a+"/p2p/"+rl.PeerID)
+			}
+		}
+	}
+	if len(boot) == 0 {
+		return nil, errors.New("matrix: servers published no usable address")
+	}
+	bootArg := strings.Join(boot, ",")
+	cfg.Logf("%s: %d servers up", transport, cfg.Servers)
+
+	// Target peers, one per side, in parallel.
+	targets := map[string]*node{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, side := range cfg.Sides {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := startTarget(ctx, lab, cfg, side, common, bootArg)
+			mu.Lock()
+			targets[side] = n
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if sideIn(cfg.Sides, Broken) {
+		if err := lab.Router(routerName(Broken, "to")).SetBlackhole(ctx, true); err != nil {
+			return nil, err
+		}
+		if err := lab.Router(routerName(Broken, "from")).SetBlackhole(ctx, true); err != nil {
+			return nil, err
+		}
+	}
+	cfg.Logf("%s: targets up", transport)
+
+	var cells []Cell
+	for i, from := range cfg.Sides {
+		for _, to := range cfg.Sides[i:] {
+			c := runCell(ctx, lab, cfg, transport, from, to, targets[to], common, bootArg)
+			cfg.Logf("%s %s -> %s: ok=%v path=%s first byte %.0f ms, %d B via public nodes %s",
+				transport, from, to, c.OK, c.Path, c.FirstByteMS, c.PublicBytes, c.Reason)
+			cells = append(cells, c)
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+		}
+	}
+	for _, n := range targets {
+		if n.proc != nil {
+			n.proc.Stop(5 * time.Second)
+		}
+	}
+	return cells, nil
+}
+
+func sideIn(sides []string, s string) bool {
+	for _, x := range sides {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// startTarget starts the peer others connect to and waits until it has
+// published its record (behind a router: with a relay address).
+func startTarget(ctx context.Context, lab *natlab.Lab, cfg Config, side string, common []string, boot string) *node {
+	h := lab.Host(hostName(side, "to"))
+	mode := "auto"
+	if side == Public {
+		mode = "public"
+	}
+	args := append([]string{"node", "--mode", mode, "--bootstrap", boot}, common...)
+	p, err := h.Start(ctx, cfg.Binary, args...)
+	if err != nil {
+		return &node{err: err}
+	}
+	n := &node{proc: p}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		var rl readyLine
+		if err := p.NextJSON(wctx, &rl); err != nil {
+			n.err = fmt.Errorf("peer never published: %w", err)
+			return n
+		}
+		if rl.PeerID != "" {
+			n.id = rl.PeerID
+		}
+		pub := rl.Publish
+		if rl.Event == "ready" {
+			pub = rl.Status.Publish
+		}
+		if pub != nil && pub.Error == "" && (side == Public || len(pub.RelayAddrs) > 0) {
+			return n
+		}
+	}
+}
+
+type connectLine struct {
+	Path     string  `json:"path"`
+	Relay    string  `json:"relay"`
+	LookupMS float64 `json:"lookup_ms"`
+	DialMS   float64 `json:"dial_ms"`
+	RTTMS    float64 `json:"rtt_ms"`
+	Ping     *struct {
+		RTTsMS []float64 `json:"rtts_ms"`
+	} `json:"ping"`
+}
+
+func runCell(ctx context.Context, lab *natlab.Lab, cfg Config, transport, from, to string, target *node, common []string, boot string) Cell {
+	c := Cell{From: from, To: to, Transport: transport}
+	if target.err != nil || target.id == "" {
+		c.Reason = fmt.Sprintf("target: %v", target.err)
+		return c
+	}
+	h := lab.Host(hostName(from, "from"))
+	peers := []netip.Addr{publicAddr(h), publicAddr(lab.Host(hostName(to, "to")))}
+	counters, err := startCounting(ctx, lab, cfg.Servers, peers)
+	if err != nil {
+		c.Reason = err.Error()
+		return c
+	}
+	defer counters.stop(ctx)
+
+	args := append([]string{"connect", "--mode", "private", "--bootstrap", boot, "--ping", "1",
+		"--timeout", cfg.Timeout.String()}, common...)
+	args = append(args, target.id)
+	p, err := h.Start(ctx, cfg.Binary, args...)
+	if err != nil {
+		c.Reason = err.Error()
+		return c
+	}
+	defer p.Stop(5 * time.Second)
+	var cl connectLine
+	cctx, cancel := context.WithTimeout(ctx, cfg.Timeout+10*time.Second)
+	defer cancel()
+	if err := p.NextJSON(cctx, &cl); err != nil {
+		c.Reason = reason(err, p.Stderr())
+	} else {
+		c.OK = true
+		c.Path = cl.Path
+		c.Relay = cl.Relay
+		c.LookupMS, c.DialMS = cl.LookupMS, cl.DialMS
+		first := cl.RTTMS
+		if cl.Ping != nil && len(cl.Ping.RTTsMS) > 0 {
+			first = cl.Ping.RTTsMS[0]
+		}
+		c.FirstByteMS = cl.LookupMS + cl.DialMS + first
+		if c.Path == "direct" {
+			d := c.LookupMS + c.DialMS
+			c.DirectMS = &d
+		}
+	}
+	p.Wait(cctx)
+	c.PublicBytes, _ = counters.read(ctx)
+	return c
+}
+
+func reason(err error, stderr string) string {
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	first := strings.TrimPrefix(strings.TrimSpace(lines[0]), "rendezvous: connect: ")
+	if first == "" {
+		first = err.Error()
+	}
+	if len(first) > 160 {
+		first = first[:160] + "..."
+	}
+	if last := strings.TrimSpace(lines[len(lines)-1]); len(lines) > 1 && last != "" {
+		if len(last) > 200 {
+			last = last[:200] + "..."
+		}
+		first += " / " + last
+	}
+	return first
+}
+
+// publicAddr is the address the internet sees for h: its own if public, else
+// the WAN address of its outermost router.
+func publicAddr(h *natlab.Host) netip.Addr {
+	r := h.Router()
+	if r == nil {
+		return h.Addr()
+	}
+	for r.Upstream() != nil {
+		r = r.Upstream()
+	}
+	return r.WANAddr()
+}
+
+// counting holds nftables counters on the public servers for traffic to and
+// from the given addresses.
+type counting struct {
+	hosts []*natlab.Host
+}
+
+const countTable = "matrixcount"
+
+func startCounting(ctx context.Context, lab *natlab.Lab, servers int, addrs []netip.Addr) (*counting, error) {
+	set := make([]string, len(addrs))
+	for i, a := range addrs {
+		set[i] = a.String()
+	}
+	elems := "{ " + strings.Join(set, ", ") + " }"
+	rules := fmt.Sprintf(`table ip %[1]s {
+	chain in {
+		type filter hook input priority -300;
+		ip saddr %[2]s counter
+	}
+	chain out {
+		type filter hook output priority -300;
+		ip daddr %[2]s counter
+	}
+}
+`, countTable, elems)
+	c := &counting{}
+	for i := range servers {
+		h := lab.Host(fmt.Sprintf("server%d", i+1))
+		cmd := h.Command(ctx, "nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(rules)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			c.stop(ctx)
+			return nil, fmt.Errorf("matrix: counters: %v: %s", err, out)
+		}
+		c.hosts = append(c.hosts, h)
+	}
+	return c, nil
+}
+
+func (c *counting) read(ctx context.Context) (int64, error) {
+	var total int64
+	for _, h := range c.hosts {
+		out, err := h.Command(ctx, "nft", "-j", "list", "table", "ip", countTable).Output()
+		if err != nil {
+			return 0, err
+		}
+		var doc struct {
+			Nftables []map[string]json.RawMessage `json:"nftables"`
+		}
+		if err := json.Unmarshal(out, &doc); err != nil {
+			return 0, err
+		}
+		for _, obj := range doc.Nftables {
+			raw, ok := obj["rule"]
+			if !ok {
+				continue
+			}
+			var rule struct {
+				Expr []map[string]json.RawMessage `json:"expr"`
+			}
+			if json.Unmarshal(raw, &rule) != nil {
+				continue
+			}
+			for _, e := range rule.Expr {
+				if cr, ok := e["counter"]; ok {
+					var cnt struct {
+						Bytes int64 `json:"bytes"`
+					}
+					if json.Unmarshal(cr, &cnt) == nil {
+						total += cnt.Bytes
+					}
+				}
+			}
+		}
+	}
+	return total, nil
+}
+
+func (c *counting) stop(ctx context.Context) {
+	for _, h := range c.hosts {
+		h.Command(ctx, "nft", "delete", "table", "ip", countTable).Run()
+	}
+}
+
+// Markdown writes the result as tables, one per transport: rows connect to
+// columns.
+func (r *Result) Markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Connection matrix: %d public servers, one-way delay %.0f ms, %.0f s in all.\n",
+		r.Servers, r.DelayMS, r.Seconds)
+	fmt.Fprintf(&b, "Cells: path, time to first byte (lookup + dial + first round trip), bytes through public nodes. "+
+		"D = direct, H = hole-punched, R = relayed, FAIL = no connection.\n")
+	byKey := map[string]Cell{}
+	for _, c := range r.Cells {
+		byKey[c.Transport+"|"+c.From+"|"+c.To] = c
+	}
+	var fails []Cell
+	for _, tr := range r.Transports {
+		fmt.Fprintf(&b, "\n### %s\n\n| from \\ to |", strings.ToUpper(tr))
+		for _, s := range r.Sides {
+			fmt.Fprintf(&b, " %s |", s)
+		}
+		b.WriteString("\n|---|")
+		for range r.Sides {
+			b.WriteString("---|")
+		}
+		b.WriteString("\n")
+		for i, from := range r.Sides {
+			fmt.Fprintf(&b, "| **%s** |", from)
+			for j, to := range r.Sides {
+				if j < i {
+					b.WriteString(" |")
+					continue
+				}
+				c, ok := byKey[tr+"|"+from+"|"+to]
+				switch {
+				case !ok:
+					b.WriteString(" - |")
+				case !c.OK:
+					b.WriteString(" FAIL |")
+					fails = append(fails, c)
+				default:
+					fmt.Fprintf(&b, " %s %.0f ms %.1f KB |", pathLetter(c.Path), c.FirstByteMS, float64(c.PublicBytes)/1000)
+				}
+			}
+			b.WriteString("\n")
+		}
+	}
+	if len(fails) > 0 {
+		sort.SliceStable(fails, func(i, j int) bool { return fails[i].Transport < fails[j].Transport })
+		b.WriteString("\nFailures:\n\n| transport | from | to | reason |\n|---|---|---|---|\n")
+		for _, c := range fails {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", c.Transport, c.From, c.To, strings.ReplaceAll(c.Reason, "|", "/"))
+		}
+	}
+	return b.String()
+}
+
+func pathLetter(p string) string {
+	switch p {
+	case "direct":
+		return "D"
+	case "hole-punched":
+		return "H"
+	case "relayed":
+		return "R"
+	}
+	return p
+}
