@@ -82,6 +82,13 @@ func runConnect(ctx context.Context, args []string, stdout io.Writer) (err error
 
 	c, err := n.Connect(ctx, id)
 	if err != nil {
+		var de *relay.DialError
+		if errors.As(err, &de) {
+			if ctx.Err() != nil {
+				return fmt.Errorf("record found, but dialing %s %w: %v", id, timeoutError(ctx, cf.timeout), de.Err)
+			}
+			return err
+		}
 		return lookupError(ctx, id, cf.timeout, err)
 	}
 	var rtts []time.Duration
