@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	logging "github.com/ipfs/go-log/v2"
 	kaddht "github.com/libp2p/go-libp2p-kad-dht"
@@ -15,7 +16,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -27,7 +27,9 @@ import (
 // namespace is the record namespace inside the DHT: keys are /p2pos/<peer-id>.
 const namespace = "p2pos"
 
-var peerstoreTempTTL = peerstore.TempAddrTTL
+// peerstoreTempTTL is how long addresses learned during a lookup stay in the
+// peerstore: libp2p's temporary TTL (2 minutes).
+const peerstoreTempTTL = 2 * time.Minute
 
 // ErrClosed is returned by calls made after Close.
 var ErrClosed = fmt.Errorf("dht: closed: %w", net.ErrClosed)
@@ -51,6 +53,9 @@ type DHT struct {
 	store     *valueStore
 
 	total counters
+
+	mu          sync.Mutex
+	holderAddrs map[peer.ID][]ma.Multiaddr // guarded by mu; the holders of our record
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -134,7 +139,7 @@ func New(h host.Host, key crypto.PrivKey, opts ...Option) (*DHT, error) {
 	}
 	pm, err := pb.NewProtocolMessenger(&countingSender{inner: kad.MessageSender(), total: &d.total})
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("dht: %w", err), kad.Close())
+		return nil, errors.Join(fmt.Errorf("dht: %w", err), kad.Close(), store.Close())
 	}
 	d.pm = pm
 	return d, nil

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"sort"
+	"time"
 
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -16,6 +18,13 @@ import (
 // peer; it returns the closer peers the peer named and whether the lookup is
 // done (a value was found). The walk also ends when the replication closest
 // peers heard of have all answered or failed.
+
+// settleTime is how long a lookup that found a record waits for the
+// requests already in flight, which may bring a newer one.
+const settleTime = 100 * time.Millisecond
+
+// ErrNoResponse is returned when no peer asked during a lookup answered.
+var ErrNoResponse = errors.New("dht: no peer answered")
 
 type peerState uint8
 
@@ -90,6 +99,8 @@ func (d *DHT) lookup(ctx context.Context, key string, ask askFunc) (lookupResult
 	inFlight := 0
 	var lastErr error
 	done := false
+	var settle <-chan time.Time
+loop:
 	for {
 		sort.Slice(cands, func(i, j int) bool { return bytes.Compare(cands[i].dist, cands[j].dist) < 0 })
 		// Launch requests to the closest unasked peers among the
@@ -130,11 +141,19 @@ func (d *DHT) lookup(ctx context.Context, key string, ask askFunc) (lookupResult
 				continue
 			}
 			c.state = stateQueried
-			if a.done {
-				done = true
-				cancel()
+			if done {
+				continue
 			}
-			for _, ai := range a.closer {
+			if a.done {
+				// Requests already sent may still bring a newer record:
+				// give them a moment, then cancel them.
+				done = true
+				t := time.NewTimer(settleTime)
+				defer t.Stop()
+				settle = t.C
+				continue
+			}
+			for _, ai := range a.closer[:min(len(a.closer), d.s.replication)] {
 				if ai == nil || ai.ID == self {
 					continue
 				}
@@ -142,21 +161,17 @@ func (d *DHT) lookup(ctx context.Context, key string, ask askFunc) (lookupResult
 					addCand(ai.ID)
 				}
 			}
+		case <-settle:
+			settle = nil
+			cancel()
 		case <-ctx.Done():
-			if done {
-				// Cancelled by ourselves: drain what is in flight.
-				for ; inFlight > 0; inFlight-- {
-					<-answers
-				}
-				break
-			}
 			for ; inFlight > 0; inFlight-- {
 				<-answers
 			}
+			if done {
+				break loop
+			}
 			return lookupResult{}, ctx.Err()
-		}
-		if done && inFlight == 0 {
-			break
 		}
 	}
 
@@ -168,7 +183,7 @@ func (d *DHT) lookup(ctx context.Context, key string, ask askFunc) (lookupResult
 		}
 	}
 	if !done && len(res.closest) == 0 && lastErr != nil {
-		return res, errors.Join(errors.New("dht: no peer answered"), lastErr)
+		return res, fmt.Errorf("%w: %w", ErrNoResponse, lastErr)
 	}
 	return res, nil
 }

@@ -11,6 +11,7 @@ import (
 	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 // ErrNoHolders is returned when no server accepted a published record.
@@ -46,31 +47,65 @@ func (d *DHT) PublishRecord(ctx context.Context, r *Record, holders []peer.ID) (
 	var ops counters
 	ctx = withStats(ctx, &ops)
 
+	d.rememberHolderAddrs(holders)
 	res := PublishResult{}
 	targets := d.stillClosest(ctx, key, holders)
-	if len(targets) == 0 {
-		lr, err := d.lookup(ctx, key, func(ctx context.Context, p peer.ID) ([]*peer.AddrInfo, bool, error) {
-			closer, err := d.pm.GetClosestPeers(ctx, p, peer.ID(key))
-			return closer, false, err
-		})
-		if err != nil {
-			res.Stats = ops.load()
-			return res, fmt.Errorf("dht: publish: %w", err)
+	for {
+		if len(targets) == 0 {
+			lr, err := d.lookup(ctx, key, func(ctx context.Context, p peer.ID) ([]*peer.AddrInfo, bool, error) {
+				closer, err := d.pm.GetClosestPeers(ctx, p, peer.ID(key))
+				return closer, false, err
+			})
+			if err != nil {
+				res.Stats = ops.load()
+				return res, fmt.Errorf("dht: publish: %w", err)
+			}
+			targets = lr.closest
+			res.Fresh = true
 		}
-		targets = lr.closest
-		res.Fresh = true
-	}
-	res.Holders = d.putTo(ctx, key, data, targets)
-	if !res.Fresh && len(res.Holders) < (len(targets)+1)/2 {
+		res.Holders = d.putTo(ctx, key, data, targets)
+		if res.Fresh || 2*len(res.Holders) >= len(targets) {
+			break
+		}
 		// Many known holders are gone: find the closest servers afresh.
-		return d.PublishRecord(ctx, r, nil)
+		targets = nil
 	}
 	res.Stats = ops.load()
 	if len(res.Holders) == 0 {
 		return res, ErrNoHolders
 	}
+	d.saveHolderAddrs(res.Holders)
 	d.cache.put(r)
 	return res, nil
+}
+
+// The addresses of the servers holding our record are kept, so that a
+// republish can reach them after the peerstore forgot them.
+func (d *DHT) saveHolderAddrs(holders []peer.ID) {
+	m := make(map[peer.ID][]ma.Multiaddr, len(holders))
+	for _, p := range holders {
+		var addrs []ma.Multiaddr
+		for _, c := range d.h.Network().ConnsToPeer(p) {
+			if c.Stat().Direction == network.DirOutbound && !c.Stat().Limited {
+				addrs = append(addrs, c.RemoteMultiaddr())
+			}
+		}
+		addrs = append(addrs, d.s.scope.Filter(d.h.Peerstore().Addrs(p))...)
+		m[p] = addrs
+	}
+	d.mu.Lock()
+	d.holderAddrs = m
+	d.mu.Unlock()
+}
+
+func (d *DHT) rememberHolderAddrs(holders []peer.ID) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, p := range holders {
+		if addrs := d.holderAddrs[p]; len(addrs) > 0 {
+			d.h.Peerstore().AddAddrs(p, addrs, peerstoreTempTTL)
+		}
+	}
 }
 
 // stillClosest asks two holders (connected ones first, the closest to key
@@ -126,8 +161,11 @@ func (d *DHT) stillClosest(ctx context.Context, key string, holders []peer.ID) [
 			if len(d.s.scope.Filter(ai.Addrs)) == 0 {
 				continue
 			}
-			if bytes.Compare(kb.Xor(target, kb.ConvertPeerID(ai.ID)), farthest) < 0 {
-				return nil // a closer server appeared
+			// Another server closer than our farthest holder, or any
+			// other server while we hold fewer than the replication
+			// factor: the holders are not the closest set any more.
+			if len(holders) < d.s.replication || bytes.Compare(kb.Xor(target, kb.ConvertPeerID(ai.ID)), farthest) < 0 {
+				return nil
 			}
 		}
 		return sorted

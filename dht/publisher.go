@@ -24,7 +24,21 @@ type Content struct {
 
 func (c Content) equal(o Content) bool {
 	eq := func(a, b []ma.Multiaddr) bool {
-		return slices.EqualFunc(a, b, func(x, y ma.Multiaddr) bool { return x.Equal(y) })
+		if len(a) != len(b) {
+			return false
+		}
+		set := make(map[string]int, len(a))
+		for _, x := range a {
+			set[string(x.Bytes())]++
+		}
+		for _, y := range b {
+			k := string(y.Bytes())
+			if set[k] == 0 {
+				return false
+			}
+			set[k]--
+		}
+		return true
 	}
 	return eq(c.Addrs, o.Addrs) && eq(c.RelayAddrs, o.RelayAddrs) && c.NAT == o.NAT
 }
@@ -117,6 +131,11 @@ func (p *Publisher) run(ctx context.Context) {
 	defer close(p.done)
 	timer := time.NewTimer(0) // publish at start
 	defer timer.Stop()
+	due := time.Now()
+	wake := func(d time.Duration) {
+		due = time.Now().Add(d)
+		timer.Reset(d)
+	}
 	retry := minRetry
 	forced := true // the next publish happens even if nothing changed
 	for {
@@ -124,7 +143,11 @@ func (p *Publisher) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-p.trigger:
-			timer.Reset(p.d.s.debounce)
+			// A change brings the next publish forward, never back:
+			// a stream of changes must not postpone a due republish.
+			if time.Until(due) > p.d.s.debounce {
+				wake(p.d.s.debounce)
+			}
 			continue
 		case <-timer.C:
 		}
@@ -135,7 +158,7 @@ func (p *Publisher) run(ctx context.Context) {
 		now := p.d.s.now()
 		if !forced && last != nil && c.equal(Content{last.Addrs, last.RelayAddrs, last.NAT}) &&
 			now.Before(last.Issued.Add(p.d.s.ttl/2)) {
-			timer.Reset(last.Issued.Add(p.d.s.ttl / 2).Sub(now))
+			wake(last.Issued.Add(p.d.s.ttl / 2).Sub(now))
 			continue
 		}
 		rec, res, err := p.publishOnce(ctx, c)
@@ -147,7 +170,7 @@ func (p *Publisher) run(ctx context.Context) {
 		}
 		if err != nil {
 			p.d.log.Debugw("publish failed", "error", err, "retry", retry)
-			timer.Reset(retry)
+			wake(retry)
 			retry = min(retry*2, maxRetry)
 			forced = true
 			continue
@@ -155,7 +178,7 @@ func (p *Publisher) run(ctx context.Context) {
 		retry = minRetry
 		forced = false
 		p.once.Do(func() { close(p.ready) })
-		timer.Reset(rec.Issued.Add(p.d.s.ttl / 2).Sub(p.d.s.now()))
+		wake(rec.Issued.Add(p.d.s.ttl / 2).Sub(p.d.s.now()))
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	mh "github.com/multiformats/go-multihash"
 )
 
@@ -46,8 +47,9 @@ func (d *DHT) Advertise(ctx context.Context, topic string) (PublishResult, error
 	self := peer.AddrInfo{ID: d.h.ID(), Addrs: d.s.scope.Filter(d.h.Addrs())}
 	if len(self.Addrs) == 0 {
 		// Servers refuse provider records without an address, then drop the
-		// addresses they cannot use; ours are found through our record.
-		self.Addrs = d.h.Addrs()
+		// addresses they cannot use; ours are found through our record. A
+		// bare relay placeholder says nothing about our network.
+		self.Addrs = []ma.Multiaddr{ma.StringCast("/p2p-circuit")}
 	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -128,6 +130,9 @@ func (d *DHT) FindPeers(ctx context.Context, topic string, limit int) ([]*Record
 		}()
 	}
 	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("dht: find peers %q: %w", topic, err)
+	}
 	out := recs[:0]
 	for _, r := range recs {
 		if r != nil {
