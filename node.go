@@ -255,10 +255,16 @@ func (n *Node) bootstrap(ctx context.Context) error {
 	var mu sync.Mutex
 	errs := map[peer.ID]error{}
 	var wg sync.WaitGroup
+	// The node itself is skipped, so a list shared by all bootstrap nodes
+	// can name them all; a peer listed twice is dialed once.
+	seen := map[peer.ID]bool{n.h.ID(): true}
+	attempted := 0
 	for _, ai := range n.s.bootstrap {
-		if ai.ID == n.h.ID() {
+		if seen[ai.ID] {
 			continue
 		}
+		seen[ai.ID] = true
+		attempted++
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -275,7 +281,7 @@ func (n *Node) bootstrap(ctx context.Context) error {
 		n.bootErrs = append(n.bootErrs, e)
 	}
 	n.mu.Unlock()
-	if len(errs) > 0 && len(errs) == len(n.s.bootstrap) {
+	if attempted > 0 && len(errs) == attempted {
 		return &BootstrapError{Errs: errs}
 	}
 	for id, e := range errs {
@@ -442,7 +448,9 @@ const readvertiseEvery = 12 * time.Hour
 // goroutines. It is idempotent; later calls return the first call's result.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		// Stop our own goroutines first, then the parts they use.
 		n.cancel()
+		n.wg.Wait()
 		var errs []error
 		if p := n.publisher.Load(); p != nil {
 			errs = append(errs, p.Close())
@@ -459,7 +467,6 @@ func (n *Node) Close() error {
 		if n.h != nil {
 			errs = append(errs, n.h.Close())
 		}
-		n.wg.Wait()
 		n.events.close()
 		n.closeErr = errors.Join(errs...)
 	})

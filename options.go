@@ -38,6 +38,10 @@ var DefaultListenAddrs = []string{
 	"/ip6/::/tcp/0",
 }
 
+// maxReservations bounds WithReservations: every relay address takes room in
+// the node's record.
+const maxReservations = 8
+
 // DefaultBootstrapTimeout bounds how long New waits for bootstrap peers.
 const DefaultBootstrapTimeout = 15 * time.Second
 
@@ -80,8 +84,8 @@ func (s *settings) validate() error {
 		return ErrKeyType
 	case s.bootstrapTimeout <= 0:
 		return errors.New("rendezvous: bootstrap timeout must be positive")
-	case s.reservations < 0:
-		return errors.New("rendezvous: negative reservation count")
+	case s.reservations < 0 || s.reservations > maxReservations:
+		return fmt.Errorf("rendezvous: reservations must be between 0 and %d", maxReservations)
 	}
 	return nil
 }

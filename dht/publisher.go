@@ -196,6 +196,22 @@ func (p *Publisher) publishOnce(ctx context.Context, c Content) (*Record, Publis
 		RelayAddrs: c.RelayAddrs,
 		NAT:        c.NAT,
 	}
+	// A record that would be too big loses direct addresses first (the
+	// relays are a NATed node's only way in), then relay addresses.
+	for {
+		_, err := rec.Seal(p.d.key)
+		if !errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrTooManyAddrs) {
+			break
+		}
+		switch {
+		case len(rec.Addrs) > 0:
+			rec.Addrs = rec.Addrs[:len(rec.Addrs)-1]
+		case len(rec.RelayAddrs) > 0:
+			rec.RelayAddrs = rec.RelayAddrs[:len(rec.RelayAddrs)-1]
+		default:
+			return nil, PublishResult{}, err
+		}
+	}
 	p.mu.Lock()
 	holders := slices.Clone(p.holders)
 	p.mu.Unlock()

@@ -25,6 +25,8 @@ type Reservation struct {
 	Expires time.Time
 	// Circuit is our address through this relay: Addr/p2p/Relay/p2p-circuit.
 	Circuit ma.Multiaddr
+
+	granted time.Duration // the lifetime the relay granted
 }
 
 // DefaultReservations is how many relays a Reserver keeps.
@@ -71,7 +73,6 @@ type Reserver struct {
 	enabled bool                     // guarded by mu
 	held    map[peer.ID]*Reservation // guarded by mu
 	backoff map[peer.ID]time.Time    // guarded by mu: candidates not to retry before
-	closed  bool                     // guarded by mu
 }
 
 // NewReserver starts a disabled Reserver. candidates returns the peers that
@@ -174,7 +175,34 @@ const (
 
 func (r *Reserver) run(ctx context.Context, sub event.Subscription) {
 	defer close(r.done)
-	defer sub.Close()
+	// Events are read by a goroutine of their own that only pokes the loop:
+	// the loop may spend seconds reserving, and a subscriber that stops
+	// reading stalls libp2p's event bus for everyone.
+	events := make(chan struct{})
+	go func() {
+		defer close(events)
+		defer sub.Close()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-sub.Out():
+				if !ok {
+					return
+				}
+				if e, isConn := ev.(event.EvtPeerConnectednessChanged); isConn && e.Connectedness != network.Connected {
+					r.mu.Lock()
+					_, isRelay := r.held[e.Peer]
+					r.mu.Unlock()
+					if !isRelay {
+						continue
+					}
+				}
+				r.poke()
+			}
+		}
+	}()
+	defer func() { <-events }()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -182,34 +210,10 @@ func (r *Reserver) run(ctx context.Context, sub event.Subscription) {
 		case <-ctx.Done():
 			r.dropAll()
 			return
-		case ev := <-sub.Out():
-			if e, ok := ev.(event.EvtPeerConnectednessChanged); ok && e.Connectedness != network.Connected {
-				r.mu.Lock()
-				_, isRelay := r.held[e.Peer]
-				r.mu.Unlock()
-				if !isRelay {
-					continue
-				}
-			}
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
-			timer.Reset(0)
-			continue
 		case <-r.wake:
 		case <-timer.C:
 		}
-		next := r.maintain(ctx)
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
-		timer.Reset(next)
+		timer.Reset(r.maintain(ctx))
 	}
 }
 
@@ -251,14 +255,16 @@ func (r *Reserver) maintain(ctx context.Context) time.Duration {
 			continue
 		}
 		left := res.Expires.Sub(now)
-		if left > time.Duration(float64(relayTTLGuess)*renewBefore) {
-			next = min(next, left-time.Duration(float64(relayTTLGuess)*renewBefore))
+		renewAt := time.Duration(float64(res.granted) * renewBefore)
+		if left > renewAt {
+			next = min(next, left-renewAt)
 			continue
 		}
 		nr, err := r.reserve(ctx, id)
 		r.mu.Lock()
 		if err != nil {
 			delete(r.held, id)
+			r.h.ConnManager().Unprotect(id, protectTag)
 			r.backoff[id] = now.Add(failBackoff)
 			changed = true
 		} else {
@@ -300,23 +306,29 @@ func (r *Reserver) maintain(ctx context.Context) time.Duration {
 	return max(next, time.Second)
 }
 
-// relayTTLGuess is the reservation lifetime relays grant by default; renewal
-// starts when less than half of it is left.
-const relayTTLGuess = time.Hour
-
 const protectTag = "rendezvous-relay"
 
 // pick returns the best candidate relay: connected and speaking the hop
 // protocol first, lowest latency first.
 func (r *Reserver) pick(now time.Time) peer.ID {
+	cands := r.candidates()
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	for id, until := range r.backoff {
+		if !now.Before(until) {
+			delete(r.backoff, id)
+		}
+	}
+	skip := func(id peer.ID) bool { return r.held[id] != nil || now.Before(r.backoff[id]) }
+	var usable []peer.ID
+	for _, id := range cands {
+		if id != r.h.ID() && !skip(id) {
+			usable = append(usable, id)
+		}
+	}
+	r.mu.Unlock()
 	var best peer.ID
 	var bestLat time.Duration
-	for _, id := range r.candidates() {
-		if id == r.h.ID() || r.held[id] != nil || now.Before(r.backoff[id]) {
-			continue
-		}
+	for _, id := range usable {
 		if ok, _ := r.h.Peerstore().SupportsProtocols(id, proto.ProtoIDv2Hop); len(ok) == 0 {
 			continue
 		}
@@ -337,7 +349,8 @@ func (r *Reserver) pick(now time.Time) peer.ID {
 // connAddr returns the in-scope address of a direct connection to id.
 func (r *Reserver) connAddr(id peer.ID) ma.Multiaddr {
 	for _, c := range r.h.Network().ConnsToPeer(id) {
-		if c.Stat().Limited {
+		// Only our own dials name a port the relay listens on.
+		if c.Stat().Limited || c.Stat().Direction != network.DirOutbound {
 			continue
 		}
 		if a := c.RemoteMultiaddr(); r.s.scope.IsPublic(a) {
@@ -372,7 +385,8 @@ func (r *Reserver) reserve(ctx context.Context, id peer.ID) (*Reservation, error
 		return nil, err
 	}
 	r.h.ConnManager().Protect(id, protectTag)
-	return &Reservation{Relay: id, Addr: addr, Expires: rsv.Expiration, Circuit: circ}, nil
+	return &Reservation{Relay: id, Addr: addr, Expires: rsv.Expiration, Circuit: circ,
+		granted: time.Until(rsv.Expiration)}, nil
 }
 
 func (r *Reserver) dropAll() {
