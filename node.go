@@ -28,6 +28,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/p2pos/rendezvous/dht"
+	"github.com/p2pos/rendezvous/nat"
 	"github.com/p2pos/rendezvous/relay"
 )
 
@@ -48,6 +49,8 @@ type Node struct {
 	publisher atomic.Pointer[dht.Publisher]
 	service   *relay.Service
 	reserver  *relay.Reserver
+	checker   *nat.Checker // answers dial-backs; checks our own unless forced
+	reachEmit event.Emitter
 
 	events *broadcaster
 
@@ -163,6 +166,23 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 		relay.WithLogger(s.log),
 		relay.WithOnChange(n.relaysChanged),
 	); err != nil {
+		return nil, err
+	}
+
+	// Every node answers dial-back requests; a node whose reachability is
+	// not forced also finds its own that way. The verdict is put on the
+	// host's event bus too, where kad-dht follows it between client and
+	// server mode.
+	copts := []nat.Option{nat.WithScope(s.scope), nat.WithLogger(s.log)}
+	if s.reach == ReachabilityUnknown {
+		if n.reachEmit, err = n.h.EventBus().Emitter(new(event.EvtLocalReachabilityChanged)); err != nil {
+			return nil, err
+		}
+		copts = append(copts, nat.WithOnChange(n.verdict))
+	} else {
+		copts = append(copts, nat.ServeOnly())
+	}
+	if n.checker, err = nat.NewChecker(n.h, copts...); err != nil {
 		return nil, err
 	}
 
@@ -304,7 +324,9 @@ func (n *Node) watch(sub event.Subscription) {
 			}
 			switch e := ev.(type) {
 			case event.EvtLocalReachabilityChanged:
-				if n.s.reach != ReachabilityUnknown {
+				// Forced reachability stays; our own checker reports
+				// through verdict.
+				if n.s.reach != ReachabilityUnknown || n.reachEmit != nil {
 					continue
 				}
 				r := ReachabilityUnknown
@@ -328,6 +350,31 @@ func (n *Node) watch(sub event.Subscription) {
 			}
 		}
 	}
+}
+
+// verdict takes the dial-back checker's conclusion.
+func (n *Node) verdict(v nat.Verdict) {
+	r := ReachabilityUnknown
+	switch v.Reachability {
+	case network.ReachabilityPublic:
+		r = ReachabilityPublic
+	case network.ReachabilityPrivate:
+		r = ReachabilityPrivate
+	}
+	n.mu.Lock()
+	changed := n.reach != r
+	n.reach = r
+	n.mu.Unlock()
+	if !changed {
+		return
+	}
+	n.log.Infow("reachability", "reachability", r, "confirmed", v.Confirmed)
+	if err := n.reachEmit.Emit(event.EvtLocalReachabilityChanged{Reachability: v.Reachability}); err != nil {
+		n.log.Warnw("reachability event", "error", err)
+	}
+	n.applyReachability()
+	n.emit(Event{Type: EventReachability, Reachability: r.String()})
+	n.triggerPublish()
 }
 
 // applyReachability turns the relay service and reservations on or off.
@@ -452,6 +499,12 @@ func (n *Node) Close() error {
 		n.cancel()
 		n.wg.Wait()
 		var errs []error
+		if n.checker != nil {
+			errs = append(errs, n.checker.Close())
+		}
+		if n.reachEmit != nil {
+			errs = append(errs, n.reachEmit.Close())
+		}
 		if p := n.publisher.Load(); p != nil {
 			errs = append(errs, p.Close())
 		}

@@ -179,10 +179,14 @@ func (d *DHT) Host() host.Host { return d.h }
 // Validator returns the record validator, configured with the DHT's scope.
 func (d *DHT) Validator() *Validator { return d.validator }
 
-// Mode reports whether the DHT currently serves (ModeServer) or not (ModeClient).
+// Mode reports whether the DHT currently serves (ModeServer) or not
+// (ModeClient). kad-dht only tells its configured mode, so the answer comes
+// from the host: a serving DHT has its protocol handler registered.
 func (d *DHT) Mode() Mode {
-	if d.kad.Mode() == kaddht.ModeServer {
-		return ModeServer
+	for _, p := range d.h.Mux().Protocols() {
+		if p == KadProtocol {
+			return ModeServer
+		}
 	}
 	return ModeClient
 }

@@ -1,0 +1,312 @@
+package nat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	logging "github.com/ipfs/go-log/v2"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/protocol/autonatv2"
+	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
+	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/p2pos/rendezvous/scope"
+)
+
+// Verdict is what the Checker concluded.
+type Verdict struct {
+	Reachability network.Reachability
+	// Confirmed are the addresses a peer dialed back.
+	Confirmed []ma.Multiaddr
+	// Time is when the verdict was reached.
+	Time time.Time
+}
+
+// Defaults of the Checker.
+const (
+	DefaultRecheck = 10 * time.Minute
+	retryUnknown   = 15 * time.Second
+	settle         = 500 * time.Millisecond
+	checkTimeout   = 30 * time.Second
+	maxCandidates  = 4
+)
+
+type settings struct {
+	scope    scope.Scope
+	extra    func() []ma.Multiaddr
+	onChange func(Verdict)
+	recheck  time.Duration
+	log      *logging.ZapEventLogger
+	noCheck  bool
+}
+
+// Option configures a Checker.
+type Option func(*settings) error
+
+// WithScope sets which addresses may be public. Default: the internet. With
+// extra ranges, AutoNAT v2 is allowed to check (and, as a server, to dial)
+// private addresses; only in-scope ones are ever asked for.
+func WithScope(s scope.Scope) Option { return func(st *settings) error { st.scope = s; return nil } }
+
+// WithExtraAddrs adds candidate addresses besides the host's own, such as
+// a port mapping obtained from the gateway.
+func WithExtraAddrs(f func() []ma.Multiaddr) Option {
+	return func(st *settings) error { st.extra = f; return nil }
+}
+
+// WithOnChange sets a function called, from the Checker's goroutine, when
+// the reachability changes.
+func WithOnChange(f func(Verdict)) Option {
+	return func(st *settings) error { st.onChange = f; return nil }
+}
+
+// WithRecheck sets how often a settled verdict is checked again.
+func WithRecheck(d time.Duration) Option {
+	return func(st *settings) error {
+		if d <= 0 {
+			return errors.New("nat: recheck interval must be positive")
+		}
+		st.recheck = d
+		return nil
+	}
+}
+
+// ServeOnly makes the Checker answer other peers' dial-back requests
+// without checking its own host, whose reachability is known.
+func ServeOnly() Option { return func(st *settings) error { st.noCheck = true; return nil } }
+
+// WithLogger sets the logger.
+func WithLogger(l *logging.ZapEventLogger) Option {
+	return func(st *settings) error { st.log = l; return nil }
+}
+
+// Checker finds out, by dial-back, whether a host is publicly reachable. It
+// also serves dial-back requests of other peers. Its goroutines are owned
+// by it and end with Close.
+type Checker struct {
+	h  host.Host
+	an *autonatv2.AutoNAT
+	s  settings
+
+	wake   chan struct{}
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	verdict Verdict // guarded by mu
+}
+
+// NewChecker starts checking h's reachability. The verdict starts Unknown.
+func NewChecker(h host.Host, opts ...Option) (_ *Checker, err error) {
+	s := settings{scope: scope.Internet(), recheck: DefaultRecheck}
+	for _, o := range opts {
+		if err := o(&s); err != nil {
+			return nil, err
+		}
+	}
+	if s.log == nil {
+		s.log = logging.Logger("rendezvous/nat")
+	}
+	// Dial-backs come from a host of their own, so that a successful one
+	// proves a fresh connection reached us.
+	dialer, err := libp2p.New(
+		libp2p.NoListenAddrs,
+		libp2p.Transport(libp2pquic.NewTransport),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Security(tls.ID, tls.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.DisableRelay(),
+		libp2p.DisableMetrics(),
+		libp2p.ForceReachabilityPrivate(),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("nat: dial-back host: %w", err)
+	}
+	var anOpts []autonatv2.AutoNATOption
+	if len(s.scope.Ranges()) > 0 {
+		anOpts = append(anOpts, autonatv2.AllowPrivateAddrs)
+	}
+	an, err := autonatv2.New(dialer, anOpts...)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("nat: autonat v2: %w", err), dialer.Close())
+	}
+	if err := an.Start(h); err != nil {
+		an.Close() // closes the dialer host too
+		return nil, fmt.Errorf("nat: autonat v2: %w", err)
+	}
+	sub, err := h.EventBus().Subscribe([]any{
+		new(event.EvtLocalAddressesUpdated),
+		new(event.EvtPeerIdentificationCompleted),
+	})
+	if err != nil {
+		an.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Checker{
+		h: h, an: an, s: s,
+		wake:    make(chan struct{}, 1),
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		verdict: Verdict{Reachability: network.ReachabilityUnknown, Time: time.Now()},
+	}
+	go c.run(ctx, sub)
+	return c, nil
+}
+
+// Verdict returns the current verdict.
+func (c *Checker) Verdict() Verdict {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v := c.verdict
+	v.Confirmed = slices.Clone(v.Confirmed)
+	return v
+}
+
+// Recheck asks for a check soon, for example after a port mapping changed.
+func (c *Checker) Recheck() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops checking and serving dial-backs, and waits for the Checker's
+// goroutines. It is idempotent.
+func (c *Checker) Close() error {
+	c.cancel()
+	<-c.done
+	return nil
+}
+
+func (c *Checker) run(ctx context.Context, sub event.Subscription) {
+	defer close(c.done)
+	defer c.an.Close()
+	events := make(chan struct{})
+	go func() { // read events apart, so the event bus never waits on a check
+		defer close(events)
+		defer sub.Close()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-sub.Out():
+				if !ok {
+					return
+				}
+				c.Recheck()
+			}
+		}
+	}()
+	defer func() { <-events }()
+
+	if c.s.noCheck {
+		<-ctx.Done()
+		return
+	}
+	timer := time.NewTimer(settle)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.wake:
+			// Let a burst of events settle before asking a peer.
+			timer.Reset(settle)
+			continue
+		case <-timer.C:
+		}
+		timer.Reset(c.check(ctx))
+	}
+}
+
+// candidates are the in-scope, non-relay addresses peers could dial, the
+// ones confirmed before first.
+func (c *Checker) candidates(confirmed []ma.Multiaddr) []ma.Multiaddr {
+	all := c.h.Addrs()
+	if c.s.extra != nil {
+		all = append(all, c.s.extra()...)
+	}
+	var out []ma.Multiaddr
+	add := func(a ma.Multiaddr) {
+		for _, x := range out {
+			if x.Equal(a) {
+				return
+			}
+		}
+		out = append(out, a)
+	}
+	for _, a := range confirmed {
+		add(a)
+	}
+	for _, a := range c.s.scope.Filter(all) {
+		if !isRelayed(a) {
+			add(a)
+		}
+	}
+	// Keep only addresses the node still has.
+	out = slices.DeleteFunc(out, func(a ma.Multiaddr) bool {
+		return !slices.ContainsFunc(all, func(b ma.Multiaddr) bool { return b.Equal(a) })
+	})
+	return out[:min(len(out), maxCandidates)]
+}
+
+func isRelayed(a ma.Multiaddr) bool {
+	return slices.ContainsFunc(a, func(c ma.Component) bool { return c.Code() == ma.P_CIRCUIT })
+}
+
+// check asks one peer to dial back and returns when to check again.
+func (c *Checker) check(ctx context.Context) time.Duration {
+	prev := c.Verdict()
+	cands := c.candidates(prev.Confirmed)
+	if len(cands) == 0 {
+		c.set(Verdict{Reachability: network.ReachabilityPrivate, Time: time.Now()})
+		return c.s.recheck
+	}
+	reqs := make([]autonatv2.Request, len(cands))
+	for i, a := range cands {
+		reqs[i] = autonatv2.Request{Addr: a}
+	}
+	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	res, err := c.an.GetReachability(cctx, reqs)
+	cancel()
+	switch {
+	case ctx.Err() != nil:
+		return c.s.recheck
+	case err != nil || res.AllAddrsRefused:
+		c.s.log.Debugw("dial-back check inconclusive", "error", err, "refused", res.AllAddrsRefused)
+		return retryUnknown
+	}
+	switch res.Reachability {
+	case network.ReachabilityPublic:
+		c.set(Verdict{Reachability: network.ReachabilityPublic, Confirmed: []ma.Multiaddr{res.Addr}, Time: time.Now()})
+	case network.ReachabilityPrivate:
+		c.set(Verdict{Reachability: network.ReachabilityPrivate, Time: time.Now()})
+	default:
+		return retryUnknown
+	}
+	return c.s.recheck
+}
+
+func (c *Checker) set(v Verdict) {
+	c.mu.Lock()
+	changed := c.verdict.Reachability != v.Reachability
+	c.verdict = v
+	c.mu.Unlock()
+	c.s.log.Debugw("reachability", "verdict", v.Reachability, "confirmed", v.Confirmed)
+	if changed && c.s.onChange != nil {
+		c.s.onChange(v)
+	}
+}
