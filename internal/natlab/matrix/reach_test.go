@@ -1,0 +1,92 @@
+package matrix
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/p2pos/rendezvous/internal/natlab"
+)
+
+// TestAutoModeBehindRouters runs nodes left on --mode auto: one on a public
+// host must be confirmed public by dial-back (and serve the DHT), one
+// behind a port-restricted router must find itself private and publish
+// relay addresses instead.
+func TestAutoModeBehindRouters(t *testing.T) {
+	if err := natlab.Check(); err != nil {
+		if os.Getenv("RENDEZVOUS_NATLAB") == "required" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	_, file, _, _ := runtime.Caller(0)
+	bin, err := natlab.BuildCommand(ctx, filepath.Join(filepath.Dir(file), "..", "..", ".."), "./cmd/rendezvous", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab, err := natlab.New(ctx, natlab.Spec{
+		Routers: []natlab.RouterSpec{{Name: "home", Kind: natlab.PortRestricted}},
+		Hosts: []natlab.HostSpec{
+			{Name: "server1"}, {Name: "server2"}, {Name: "pub"}, {Name: "natted", Router: "home"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	common := []string{"--json", "--public-ranges", natlab.InternetPrefix().String(), "--listen", "/ip4/0.0.0.0/udp/4001/quic-v1"}
+
+	var boot []string
+	for _, name := range []string{"server1", "server2"} {
+		h := lab.Host(name)
+		args := append([]string{"node", "--mode", "public"}, common...)
+		if len(boot) > 0 {
+			args = append(args, "--bootstrap", strings.Join(boot, ","))
+		}
+		p, err := h.Start(ctx, bin, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Stop(5 * time.Second) })
+		var rl readyLine
+		if err := p.NextJSON(ctx, &rl); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		boot = append(boot, "/ip4/"+h.Addr().String()+"/udp/4001/quic-v1/p2p/"+rl.PeerID)
+	}
+
+	for _, c := range []struct{ host, want string }{{"pub", "public"}, {"natted", "private"}} {
+		p, err := lab.Host(c.host).Start(ctx, bin, append([]string{"node", "--mode", "auto", "--bootstrap", strings.Join(boot, ",")}, common...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Stop(5 * time.Second) })
+		start := time.Now()
+		for {
+			var line struct {
+				Event        string `json:"event"`
+				Reachability string `json:"reachability"`
+				Status       struct {
+					Reachability string `json:"reachability"`
+					DHTMode      string `json:"dht_mode"`
+				} `json:"status"`
+			}
+			if err := p.NextJSON(ctx, &line); err != nil {
+				t.Fatalf("%s: waiting for reachability %s: %v", c.host, c.want, err)
+			}
+			raw, _ := json.Marshal(line)
+			t.Logf("%s: %s", c.host, raw)
+			if line.Reachability == c.want || line.Status.Reachability == c.want {
+				t.Logf("%s found itself %s in %v", c.host, c.want, time.Since(start))
+				break
+			}
+		}
+	}
+}
