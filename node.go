@@ -21,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
 	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -292,7 +293,9 @@ func (n *Node) bootstrap(ctx context.Context) error {
 				mu.Lock()
 				errs[ai.ID] = err
 				mu.Unlock()
+				return
 			}
+			n.waitIdentified(ctx, ai.ID)
 		}()
 	}
 	wg.Wait()
@@ -308,6 +311,23 @@ func (n *Node) bootstrap(ctx context.Context) error {
 		n.log.Warnw("bootstrap peer unreachable", "peer", id, "error", e)
 	}
 	return nil
+}
+
+// waitIdentified waits until identify has run on the connections to p, so
+// that its protocols (is it a DHT server?) are known. Connect does not wait
+// when a connection was already being made, by kad-dht's own bootstrap say.
+func (n *Node) waitIdentified(ctx context.Context, p peer.ID) {
+	ids, ok := n.h.(interface{ IDService() identify.IDService })
+	if !ok {
+		return
+	}
+	for _, c := range n.h.Network().ConnsToPeer(p) {
+		select {
+		case <-ids.IDService().IdentifyWait(c):
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // watch follows reachability and address changes.
