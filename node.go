@@ -51,6 +51,7 @@ type Node struct {
 	service   *relay.Service
 	reserver  *relay.Reserver
 	checker   *nat.Checker // answers dial-backs; checks our own unless forced
+	probes    *nat.ProbeService
 	reachEmit event.Emitter
 
 	events *broadcaster
@@ -161,6 +162,7 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 		sopts = append(sopts, relay.WithResources(*s.relayResources))
 	}
 	n.service = relay.NewService(n.h, sopts...)
+	n.probes = nat.NewProbeService(n.h)
 	if n.reserver, err = relay.NewReserver(n.h, n.relayCandidates,
 		relay.WithScope(s.scope),
 		relay.WithReservations(s.reservations),
@@ -404,6 +406,9 @@ func (n *Node) applyReachability() {
 		n.log.Warnw("relay service", "error", err)
 	}
 	n.reserver.SetEnabled(!public)
+	if err := n.probes.SetEnabled(public); err != nil && !errors.Is(err, net.ErrClosed) {
+		n.log.Warnw("probe service", "error", err)
+	}
 }
 
 func (n *Node) triggerPublish() {
@@ -533,6 +538,9 @@ func (n *Node) Close() error {
 		}
 		if n.service != nil {
 			errs = append(errs, n.service.Close())
+		}
+		if n.probes != nil {
+			errs = append(errs, n.probes.Close())
 		}
 		if n.d != nil {
 			errs = append(errs, n.d.Close())
