@@ -61,6 +61,7 @@ type settings struct {
 	refreshSet       bool
 	relayResources   *circuit.Resources
 	reservations     int
+	noPortMap        bool
 	log              *logging.ZapEventLogger
 	registerer       prometheus.Registerer
 	libp2pOpts       []libp2p.Option
@@ -209,6 +210,13 @@ func WithRelayResources(r circuit.Resources) Option {
 // Default 2.
 func WithReservations(n int) Option {
 	return func(s *settings) error { s.reservations = n; return nil }
+}
+
+// WithoutPortMapping stops a node whose reachability is not forced from
+// asking its gateway for port mappings (UPnP IGD, NAT-PMP, PCP), which it
+// does by default.
+func WithoutPortMapping() Option {
+	return func(s *settings) error { s.noPortMap = true; return nil }
 }
 
 // WithLogger sets the logger. Default: the "rendezvous" go-log logger, silent

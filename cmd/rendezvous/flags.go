@@ -119,6 +119,7 @@ type nodeFlags struct {
 	bootstrap    string
 	publicRanges string
 	mode         string
+	noPortMap    bool
 	verbose      bool
 }
 
@@ -130,6 +131,7 @@ func (nf *nodeFlags) register(fs *flag.FlagSet, mode string) {
 	fs.StringVar(&nf.bootstrap, "bootstrap", "", "join the network through the peers at `ADDRS`, comma-separated /.../p2p/<id>\nmultiaddrs (default $"+envBootstrap+")")
 	fs.StringVar(&nf.publicRanges, "public-ranges", "", "address ranges (comma-separated `CIDRS`) that count as public besides the\ninternet's, for private networks: 10.0.0.0/8, or 127.0.0.0/8 on one machine")
 	fs.StringVar(&nf.mode, "mode", mode, "reachability `MODE`: auto follows what the network says; public serves the DHT\nand relays; private is a DHT client reachable through relays")
+	fs.BoolVar(&nf.noPortMap, "no-portmap", false, "in auto mode, do not ask the gateway for port mappings (UPnP, NAT-PMP, PCP)")
 	fs.BoolVar(&nf.verbose, "v", false, "log what the node does (debug level) to stderr")
 }
 
@@ -184,6 +186,9 @@ func (nf *nodeFlags) options(needBootstrap bool) ([]rendezvous.Option, error) {
 		opts = append(opts, rendezvous.WithPublicRanges(sc.Ranges()...))
 	}
 
+	if nf.noPortMap {
+		opts = append(opts, rendezvous.WithoutPortMapping())
+	}
 	var r rendezvous.Reachability
 	switch nf.mode {
 	case "auto":

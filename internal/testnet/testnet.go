@@ -77,13 +77,17 @@ func RelayResources() circuit.Resources {
 	return r
 }
 
-// BaseOptions are the options every node of a loopback network gets.
+// BaseOptions are the options every node of a loopback network gets. They
+// keep all traffic on loopback.
 func BaseOptions(t Transport) []rendezvous.Option {
 	return []rendezvous.Option{
 		rendezvous.WithListenAddrStrings(ListenAddrs(t)...),
 		rendezvous.WithScope(scope.With(Loopback)),
 		rendezvous.WithRelayResources(RelayResources()),
 		rendezvous.WithRepublishDebounce(100 * time.Millisecond),
+		// Nodes left on auto would ask the machine's real gateway for port
+		// mappings: a loopback network keeps to loopback.
+		rendezvous.WithoutPortMapping(),
 	}
 }
 
