@@ -64,10 +64,10 @@ type Node struct {
 	wg     sync.WaitGroup
 
 	mu          sync.Mutex
-	reach       Reachability        // guarded by mu
-	advertised  map[string]struct{} // guarded by mu
-	bootErrs    []error             // guarded by mu
-	lastPublish *PublishStatus      // guarded by mu
+	reach       Reachability            // guarded by mu
+	advertised  map[string]struct{}     // guarded by mu
+	bootErrs    []error                 // guarded by mu
+	lastPublish *PublishStatus          // guarded by mu
 	mapped      map[string]ma.Multiaddr // guarded by mu; transport -> mapped address
 
 	closeOnce sync.Once

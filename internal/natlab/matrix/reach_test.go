@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +15,9 @@ import (
 )
 
 // TestAutoModeBehindRouters runs nodes left on --mode auto: one on a public
-// host must be confirmed public by dial-back (and serve the DHT), one
-// behind a port-restricted router must find itself private and publish
-// relay addresses instead.
+// host must be confirmed public by dial-back, one behind a port-restricted
+// router must find itself private, and one behind a UPnP router must map
+// its port and be confirmed public through the mapping.
 func TestAutoModeBehindRouters(t *testing.T) {
 	if err := natlab.Check(); err != nil {
 		if os.Getenv("RENDEZVOUS_NATLAB") == "required" {
@@ -32,9 +33,9 @@ func TestAutoModeBehindRouters(t *testing.T) {
 		t.Fatal(err)
 	}
 	lab, err := natlab.New(ctx, natlab.Spec{
-		Routers: []natlab.RouterSpec{{Name: "home", Kind: natlab.PortRestricted}},
+		Routers: []natlab.RouterSpec{{Name: "home", Kind: natlab.PortRestricted}, {Name: "igd", Kind: natlab.UPnP}},
 		Hosts: []natlab.HostSpec{
-			{Name: "server1"}, {Name: "server2"}, {Name: "pub"}, {Name: "natted", Router: "home"},
+			{Name: "server1"}, {Name: "server2"}, {Name: "pub"}, {Name: "natted", Router: "home"}, {Name: "mapped", Router: "igd"},
 		},
 	})
 	if err != nil {
@@ -62,7 +63,11 @@ func TestAutoModeBehindRouters(t *testing.T) {
 		boot = append(boot, "/ip4/"+h.Addr().String()+"/udp/4001/quic-v1/p2p/"+rl.PeerID)
 	}
 
-	for _, c := range []struct{ host, want string }{{"pub", "public"}, {"natted", "private"}} {
+	// The host behind the UPnP router maps its port with the real
+	// miniupnpd, is confirmed by dial-back through the mapping, and serves
+	// the DHT.
+	var mappedID string
+	for _, c := range []struct{ host, want string }{{"pub", "public"}, {"natted", "private"}, {"mapped", "public"}} {
 		p, err := lab.Host(c.host).Start(ctx, bin, append([]string{"node", "--mode", "auto", "--bootstrap", strings.Join(boot, ",")}, common...)...)
 		if err != nil {
 			t.Fatal(err)
@@ -72,6 +77,7 @@ func TestAutoModeBehindRouters(t *testing.T) {
 		for {
 			var line struct {
 				Event        string `json:"event"`
+				PeerID       string `json:"peer_id"`
 				Reachability string `json:"reachability"`
 				Status       struct {
 					Reachability string `json:"reachability"`
@@ -83,10 +89,53 @@ func TestAutoModeBehindRouters(t *testing.T) {
 			}
 			raw, _ := json.Marshal(line)
 			t.Logf("%s: %s", c.host, raw)
+			if c.host == "mapped" && line.PeerID != "" {
+				mappedID = line.PeerID
+			}
 			if line.Reachability == c.want || line.Status.Reachability == c.want {
 				t.Logf("%s found itself %s in %v", c.host, c.want, time.Since(start))
 				break
 			}
+		}
+		if c.host != "mapped" {
+			continue
+		}
+		// It publishes the mapped address (the router's WAN address), and
+		// any peer finds it in its record.
+		wan := "/ip4/" + lab.Router("igd").WANAddr().String() + "/"
+		for {
+			var line struct {
+				PeerID  string `json:"peer_id"`
+				Publish *struct {
+					Addrs []string `json:"addrs"`
+					Error string   `json:"error"`
+				} `json:"publish"`
+			}
+			if err := p.NextJSON(ctx, &line); err != nil {
+				t.Fatalf("mapped: waiting for a record with %s: %v", wan, err)
+			}
+			if line.Publish != nil && line.Publish.Error == "" && slices.ContainsFunc(line.Publish.Addrs, func(a string) bool { return strings.HasPrefix(a, wan) }) {
+				break
+			}
+		}
+		lp, err := lab.Host("server1").Start(ctx, bin, "lookup", "--json", "--public-ranges", natlab.InternetPrefix().String(),
+			"--listen", "/ip4/0.0.0.0/udp/0/quic-v1", "--bootstrap", boot[1], mappedID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec struct {
+			Addrs []string `json:"addrs"`
+			NAT   struct {
+				Reachability string `json:"reachability"`
+			} `json:"nat"`
+		}
+		if err := lp.NextJSON(ctx, &rec); err != nil {
+			t.Fatalf("lookup of the mapped peer: %v", err)
+		}
+		raw, _ := json.Marshal(rec)
+		t.Logf("mapped peer's record: %s", raw)
+		if !slices.ContainsFunc(rec.Addrs, func(a string) bool { return strings.HasPrefix(a, wan) }) {
+			t.Fatalf("record lacks the mapped address %s...: %s", wan, raw)
 		}
 	}
 }
