@@ -198,10 +198,7 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 		}
 	}
 
-	sub, err := n.h.EventBus().Subscribe([]any{
-		new(event.EvtLocalReachabilityChanged),
-		new(event.EvtLocalAddressesUpdated),
-	})
+	sub, err := n.h.EventBus().Subscribe(new(event.EvtLocalAddressesUpdated))
 	if err != nil {
 		return nil, err
 	}
@@ -426,7 +423,8 @@ func (n *Node) waitIdentified(ctx context.Context, p peer.ID) {
 	}
 }
 
-// watch follows reachability and address changes.
+// watch republishes when the host's addresses change. Reachability
+// changes come from the checker, through verdict.
 func (n *Node) watch(sub event.Subscription) {
 	defer n.wg.Done()
 	defer sub.Close()
@@ -438,29 +436,7 @@ func (n *Node) watch(sub event.Subscription) {
 			if !ok {
 				return
 			}
-			switch e := ev.(type) {
-			case event.EvtLocalReachabilityChanged:
-				// Forced reachability stays; our own checker reports
-				// through verdict.
-				if n.s.reach != ReachabilityUnknown || n.reachEmit != nil {
-					continue
-				}
-				r := ReachabilityUnknown
-				switch e.Reachability {
-				case network.ReachabilityPublic:
-					r = ReachabilityPublic
-				case network.ReachabilityPrivate:
-					r = ReachabilityPrivate
-				}
-				n.mu.Lock()
-				changed := n.reach != r
-				n.reach = r
-				n.mu.Unlock()
-				if changed {
-					n.applyReachability()
-					n.emit(Event{Type: EventReachability, Reachability: r.String()})
-					n.triggerPublish()
-				}
+			switch ev.(type) {
 			case event.EvtLocalAddressesUpdated:
 				n.triggerPublish()
 			}
