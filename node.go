@@ -63,12 +63,15 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu          sync.Mutex
-	reach       Reachability            // guarded by mu
-	advertised  map[string]struct{}     // guarded by mu
-	bootErrs    []error                 // guarded by mu
-	lastPublish *PublishStatus          // guarded by mu
-	mapped      map[string]ma.Multiaddr // guarded by mu; transport -> mapped address
+	mu           sync.Mutex
+	reach        Reachability            // guarded by mu
+	advertised   map[string]struct{}     // guarded by mu
+	bootErrs     []error                 // guarded by mu
+	lastPublish  *PublishStatus          // guarded by mu
+	mapped       map[string]ma.Multiaddr // guarded by mu; transport -> mapped address
+	nat          *NATStatus              // guarded by mu; nil before a survey
+	natInfo      dht.NATInfo             // guarded by mu; what the record says of the NAT
+	surveyCancel context.CancelFunc      // guarded by mu
 
 	closeOnce sync.Once
 	closeErr  error
@@ -465,6 +468,7 @@ func (n *Node) verdict(v nat.Verdict) {
 		n.log.Warnw("reachability event", "error", err)
 	}
 	n.applyReachability()
+	n.restartSurvey(r)
 	n.emit(Event{Type: EventReachability, Reachability: r.String()})
 	n.triggerPublish()
 }
@@ -513,7 +517,11 @@ func (n *Node) relaysChanged() {
 // recordContent is what the node publishes about itself.
 func (n *Node) recordContent() dht.Content {
 	r := n.Reachability()
-	c := dht.Content{NAT: dht.NATInfo{Reachability: r}}
+	n.mu.Lock()
+	info := n.natInfo
+	n.mu.Unlock()
+	info.Reachability = r
+	c := dht.Content{NAT: info}
 	if r != ReachabilityPrivate {
 		c.Addrs = n.directAddrs()
 	}

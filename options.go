@@ -46,25 +46,27 @@ const maxReservations = 8
 const DefaultBootstrapTimeout = 15 * time.Second
 
 type settings struct {
-	key              crypto.PrivKey
-	keyFile          string
-	dataDir          string
-	listen           []ma.Multiaddr
-	bootstrap        []peer.AddrInfo
-	bootstrapTimeout time.Duration
-	scope            scope.Scope
-	scopeSet         bool
-	reach            Reachability // forced; Unknown = follow the network
-	recordTTL        time.Duration
-	debounce         time.Duration
-	refreshPeriod    time.Duration
-	refreshSet       bool
-	relayResources   *circuit.Resources
-	reservations     int
-	noPortMap        bool
-	log              *logging.ZapEventLogger
-	registerer       prometheus.Registerer
-	libp2pOpts       []libp2p.Option
+	key               crypto.PrivKey
+	keyFile           string
+	dataDir           string
+	listen            []ma.Multiaddr
+	bootstrap         []peer.AddrInfo
+	bootstrapTimeout  time.Duration
+	scope             scope.Scope
+	scopeSet          bool
+	reach             Reachability // forced; Unknown = follow the network
+	recordTTL         time.Duration
+	debounce          time.Duration
+	refreshPeriod     time.Duration
+	refreshSet        bool
+	relayResources    *circuit.Resources
+	reservations      int
+	noPortMap         bool
+	noNATSurvey       bool
+	timeoutCandidates []time.Duration
+	log               *logging.ZapEventLogger
+	registerer        prometheus.Registerer
+	libp2pOpts        []libp2p.Option
 }
 
 func defaultSettings() settings {
@@ -217,6 +219,23 @@ func WithReservations(n int) Option {
 // does by default.
 func WithoutPortMapping() Option {
 	return func(s *settings) error { s.noPortMap = true; return nil }
+}
+
+// WithoutNATSurvey stops a node whose reachability is not forced from
+// surveying its NAT (behaviour and UDP binding timeout) when it finds itself
+// private.
+func WithoutNATSurvey() Option {
+	return func(s *settings) error { s.noNATSurvey = true; return nil }
+}
+
+// WithTimeoutCandidates sets the idle durations the NAT survey tries when it
+// measures the UDP binding timeout (at most 32, each up to 10 minutes). The
+// measurement takes about the longest. Default: probe.DefaultCandidates().
+func WithTimeoutCandidates(d ...time.Duration) Option {
+	return func(s *settings) error {
+		s.timeoutCandidates = append([]time.Duration(nil), d...)
+		return nil
+	}
 }
 
 // WithLogger sets the logger. Default: the "rendezvous" go-log logger, silent

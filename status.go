@@ -18,6 +18,7 @@ type Status struct {
 	RelayService bool           `json:"relay_service"`
 	Relays       []RelayStatus  `json:"relays,omitempty"`
 	Publish      *PublishStatus `json:"publish,omitempty"`
+	NAT          *NATStatus     `json:"nat,omitempty"`
 	Topics       []string       `json:"topics,omitempty"`
 	Bootstrap    []string       `json:"bootstrap_errors,omitempty"`
 }
@@ -62,6 +63,10 @@ func (n *Node) Status() Status {
 		p := *n.lastPublish
 		st.Publish = &p
 	}
+	if n.nat != nil {
+		v := *n.nat
+		st.NAT = &v
+	}
 	for t := range n.advertised {
 		st.Topics = append(st.Topics, t)
 	}
@@ -87,6 +92,7 @@ const (
 	EventPublished    EventType = "published"
 	EventRelays       EventType = "relays"
 	EventReachability EventType = "reachability"
+	EventNAT          EventType = "nat"
 )
 
 // Event is a change in a node's status.
@@ -96,6 +102,7 @@ type Event struct {
 	Reachability string         `json:"reachability,omitempty"`
 	Relays       []RelayStatus  `json:"relays,omitempty"`
 	Publish      *PublishStatus `json:"publish,omitempty"`
+	NAT          *NATStatus     `json:"nat,omitempty"`
 }
 
 // Subscribe returns a channel of status events and a function that ends the

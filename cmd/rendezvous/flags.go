@@ -120,6 +120,7 @@ type nodeFlags struct {
 	publicRanges string
 	mode         string
 	noPortMap    bool
+	natTimeouts  string
 	verbose      bool
 }
 
@@ -132,6 +133,7 @@ func (nf *nodeFlags) register(fs *flag.FlagSet, mode string) {
 	fs.StringVar(&nf.publicRanges, "public-ranges", "", "address ranges (comma-separated `CIDRS`) that count as public besides the\ninternet's, for private networks: 10.0.0.0/8, or 127.0.0.0/8 on one machine")
 	fs.StringVar(&nf.mode, "mode", mode, "reachability `MODE`: auto follows what the network says; public serves the DHT\nand relays; private is a DHT client reachable through relays")
 	fs.BoolVar(&nf.noPortMap, "no-portmap", false, "in auto mode, do not ask the gateway for port mappings (UPnP, NAT-PMP, PCP)")
+	fs.StringVar(&nf.natTimeouts, "nat-timeouts", "", "in auto mode behind a NAT, the idle `DURATIONS` (comma-separated) tried when\nmeasuring the NAT's UDP binding timeout (default 15s up to 7m)")
 	fs.BoolVar(&nf.verbose, "v", false, "log what the node does (debug level) to stderr")
 }
 
@@ -188,6 +190,17 @@ func (nf *nodeFlags) options(needBootstrap bool) ([]rendezvous.Option, error) {
 
 	if nf.noPortMap {
 		opts = append(opts, rendezvous.WithoutPortMapping())
+	}
+	if list := splitList(nf.natTimeouts); len(list) > 0 {
+		var ds []time.Duration
+		for _, v := range list {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return nil, usageErrorf("--nat-timeouts: bad duration %q", v)
+			}
+			ds = append(ds, d)
+		}
+		opts = append(opts, rendezvous.WithTimeoutCandidates(ds...))
 	}
 	var r rendezvous.Reachability
 	switch nf.mode {

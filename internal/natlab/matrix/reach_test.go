@@ -33,7 +33,7 @@ func TestAutoModeBehindRouters(t *testing.T) {
 		t.Fatal(err)
 	}
 	lab, err := natlab.New(ctx, natlab.Spec{
-		Routers: []natlab.RouterSpec{{Name: "home", Kind: natlab.PortRestricted}, {Name: "igd", Kind: natlab.UPnP}},
+		Routers: []natlab.RouterSpec{{Name: "home", Kind: natlab.PortRestricted, UDPTimeout: 6 * time.Second}, {Name: "igd", Kind: natlab.UPnP}},
 		Hosts: []natlab.HostSpec{
 			{Name: "server1"}, {Name: "server2"}, {Name: "pub"}, {Name: "natted", Router: "home"}, {Name: "mapped", Router: "igd"},
 		},
@@ -68,7 +68,8 @@ func TestAutoModeBehindRouters(t *testing.T) {
 	// the DHT.
 	var mappedID string
 	for _, c := range []struct{ host, want string }{{"pub", "public"}, {"natted", "private"}, {"mapped", "public"}} {
-		p, err := lab.Host(c.host).Start(ctx, bin, append([]string{"node", "--mode", "auto", "--bootstrap", strings.Join(boot, ",")}, common...)...)
+		p, err := lab.Host(c.host).Start(ctx, bin, append([]string{"node", "--mode", "auto", "--bootstrap", strings.Join(boot, ","),
+			"--nat-timeouts", "2s,4s,6s,8s,10s"}, common...)...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,6 +95,36 @@ func TestAutoModeBehindRouters(t *testing.T) {
 			}
 			if line.Reachability == c.want || line.Status.Reachability == c.want {
 				t.Logf("%s found itself %s in %v", c.host, c.want, time.Since(start))
+				break
+			}
+		}
+		if c.host == "natted" {
+			// Behind the router it surveys its NAT: behaviour first, then
+			// the binding timeout (6 s), each into its status and record.
+			for {
+				var line struct {
+					Event string `json:"event"`
+					NAT   *struct {
+						Mapping, Filtering string
+						UDPTimeout         time.Duration `json:"udp_timeout_ns"`
+						Measuring          bool          `json:"timeout_measuring"`
+						Error              string
+					} `json:"nat"`
+				}
+				if err := p.NextJSON(ctx, &line); err != nil {
+					t.Fatalf("natted: waiting for its NAT survey: %v", err)
+				}
+				if line.Event != "nat" || line.NAT == nil || line.NAT.Measuring {
+					continue
+				}
+				raw, _ := json.Marshal(line.NAT)
+				t.Logf("natted: NAT survey %s in %v", raw, time.Since(start))
+				if line.NAT.Mapping != "endpoint-independent" || line.NAT.Filtering != "address-and-port-dependent" {
+					t.Errorf("port-restricted router classified as %s / %s", line.NAT.Mapping, line.NAT.Filtering)
+				}
+				if d := line.NAT.UDPTimeout; d < 4*time.Second || d > 8*time.Second {
+					t.Errorf("UDP timeout %v, want 6s +- 2s", d)
+				}
 				break
 			}
 		}

@@ -1,0 +1,125 @@
+package rendezvous
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/p2pos/rendezvous/dht"
+	"github.com/p2pos/rendezvous/nat"
+	"github.com/p2pos/rendezvous/nat/probe"
+)
+
+// A node left on auto that finds itself behind a NAT surveys it: it asks
+// public peers' probe servers what its NAT's mapping and filtering
+// behaviour is, then measures how long the NAT keeps an idle UDP mapping
+// (which takes about the longest candidate duration). Each result goes into
+// the node's record as soon as it is known. The survey runs again after the
+// node's reachability changes.
+
+// NATStatus is what the node learned about its NAT.
+type NATStatus struct {
+	Mapping          string        `json:"mapping"`
+	Filtering        string        `json:"filtering"`
+	PortPattern      string        `json:"port_pattern,omitempty"`
+	Confidence       float64       `json:"confidence"`
+	UDPTimeout       time.Duration `json:"udp_timeout_ns,omitempty"`
+	UDPTimeoutLower  time.Duration `json:"udp_timeout_lower_ns,omitempty"`
+	UDPTimeoutUpper  time.Duration `json:"udp_timeout_upper_ns,omitempty"`
+	ProbeServers     int           `json:"probe_servers"`
+	Error            string        `json:"error,omitempty"`
+	TimeoutMeasuring bool          `json:"timeout_measuring,omitempty"`
+}
+
+func toDHTBehavior(b probe.Behavior) dht.Behavior {
+	switch b {
+	case probe.EndpointIndependent:
+		return dht.EndpointIndependent
+	case probe.AddressDependent:
+		return dht.AddressDependent
+	case probe.AddressAndPortDependent:
+		return dht.AddressAndPortDependent
+	}
+	return dht.BehaviorUnknown
+}
+
+// surveyNAT runs the survey once, until ctx ends.
+func (n *Node) surveyNAT(ctx context.Context) {
+	socket := func() (net.PacketConn, error) { return net.ListenUDP("udp4", nil) }
+	cands := append(n.d.RoutingTablePeers(), n.h.Network().Peers()...)
+	servers, err := nat.FindProbeServers(ctx, n.h, n.s.scope, cands, 2)
+	if err != nil {
+		n.setNAT(func(st *NATStatus) { st.Error = err.Error() })
+		return
+	}
+	primaries := make([]netip.AddrPort, len(servers))
+	for i, s := range servers {
+		primaries[i] = s.Primary
+	}
+	res, err := probe.Classify(ctx, primaries, socket)
+	if err != nil {
+		n.setNAT(func(st *NATStatus) { st.Error = err.Error(); st.ProbeServers = len(servers) })
+		return
+	}
+	n.setNAT(func(st *NATStatus) {
+		*st = NATStatus{Mapping: res.Mapping.String(), Filtering: res.Filtering.String(),
+			PortPattern: string(res.PortPattern), Confidence: res.Confidence, ProbeServers: res.Servers,
+			TimeoutMeasuring: true}
+	})
+	n.mu.Lock()
+	n.natInfo.Mapping, n.natInfo.Filtering = toDHTBehavior(res.Mapping), toDHTBehavior(res.Filtering)
+	n.mu.Unlock()
+	n.triggerPublish()
+
+	tr, err := probe.MeasureTimeout(ctx, primaries[0], n.s.timeoutCandidates, socket, nil)
+	n.setNAT(func(st *NATStatus) {
+		st.TimeoutMeasuring = false
+		if err != nil {
+			st.Error = err.Error()
+			return
+		}
+		st.UDPTimeout, st.UDPTimeoutLower, st.UDPTimeoutUpper = tr.Estimate, tr.Lower, tr.Upper
+	})
+	if err != nil {
+		return
+	}
+	n.mu.Lock()
+	n.natInfo.UDPTimeout = tr.Estimate.Truncate(time.Second)
+	n.mu.Unlock()
+	n.triggerPublish()
+}
+
+func (n *Node) setNAT(f func(*NATStatus)) {
+	n.mu.Lock()
+	if n.nat == nil {
+		n.nat = &NATStatus{}
+	}
+	f(n.nat)
+	v := *n.nat
+	n.mu.Unlock()
+	n.emit(Event{Type: EventNAT, NAT: &v})
+}
+
+// restartSurvey cancels a running survey and starts a new one when the
+// node is not public.
+func (n *Node) restartSurvey(r Reachability) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.surveyCancel != nil {
+		n.surveyCancel()
+		n.surveyCancel = nil
+	}
+	n.natInfo = dht.NATInfo{}
+	n.nat = nil
+	if r == ReachabilityPublic || n.closed() || n.s.noNATSurvey {
+		return
+	}
+	ctx, cancel := context.WithCancel(n.ctx)
+	n.surveyCancel = cancel
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.surveyNAT(ctx)
+	}()
+}
