@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -28,7 +29,7 @@ func TopicKey(topic string) (mh.Multihash, error) {
 }
 
 // Advertise announces on the servers closest to topic's key that this node
-// takes part in topic. The announcement lasts as long as the servers keep
+// takes part in topic, and returns once they confirmed it (Holders). The announcement lasts as long as the servers keep
 // provider records (kad-dht: 48 h); call Advertise again before that.
 func (d *DHT) Advertise(ctx context.Context, topic string) (PublishResult, error) {
 	key, err := TopicKey(topic)
@@ -61,6 +62,13 @@ func (d *DHT) Advertise(ctx context.Context, topic string) (PublishResult, error
 			rctx, cancel := context.WithTimeout(ctx, d.s.requestTimeout)
 			defer cancel()
 			if err := d.pm.PutProviderAddrs(rctx, p, key, self); err != nil {
+				return
+			}
+			// ADD_PROVIDER has no answer. Asking the same server on the
+			// same stream, which it serves in order, confirms it stored
+			// us, so that a search right after Advertise finds us.
+			provs, _, err := d.pm.GetProviders(rctx, p, key)
+			if err != nil || !slices.ContainsFunc(provs, func(ai *peer.AddrInfo) bool { return ai != nil && ai.ID == self.ID }) {
 				return
 			}
 			mu.Lock()

@@ -36,7 +36,7 @@ type Verdict struct {
 // Defaults of the Checker.
 const (
 	DefaultRecheck = 10 * time.Minute
-	retryUnknown   = 15 * time.Second
+	retryUnknown   = 3 * time.Second
 	settle         = 500 * time.Millisecond
 	checkTimeout   = 30 * time.Second
 	maxCandidates  = 4

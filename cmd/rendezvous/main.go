@@ -48,6 +48,7 @@ func commands() []command {
 		{"node", "run a node until interrupted", cmdNode},
 		{"lookup", "find a peer's signed address record by peer ID", cmdLookup},
 		{"connect", "connect to a peer by ID and show the path taken", cmdConnect},
+		{"netcheck", "report reachability, NAT type, port mapping and UDP timeout", cmdNetcheck},
 		{"demo", "run a small network on loopback and show it at work", cmdDemo},
 		{"bench", "measure records, lookups and publishes on a loopback network", cmdBench},
 	}
