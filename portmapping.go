@@ -1,0 +1,91 @@
+package rendezvous
+
+import (
+	"fmt"
+	"strconv"
+
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/p2pos/rendezvous/nat/portmap"
+)
+
+// startPortMapping asks the gateway (UPnP IGD, NAT-PMP or PCP) to map the
+// node's IPv4 QUIC and TCP ports, and keeps the mappings alive. A mapped
+// address becomes one of the node's addresses, to be confirmed by dial-back
+// like any other.
+func (n *Node) startPortMapping() error {
+	var popts []portmap.Option
+	if n.s.log != nil {
+		popts = append(popts, portmap.WithLogger(n.s.log))
+	}
+	client, err := portmap.NewClient(popts...)
+	if err != nil {
+		return err
+	}
+	done := map[string]bool{}
+	for _, a := range n.h.Network().ListenAddresses() {
+		if len(a) < 2 || a[0].Code() != ma.P_IP4 {
+			continue
+		}
+		var transport, suffix string
+		var port int
+		switch {
+		case len(a) >= 3 && a[1].Code() == ma.P_UDP && a[2].Code() == ma.P_QUIC_V1:
+			transport, suffix = "udp", "/quic-v1"
+			port, _ = strconv.Atoi(a[1].Value())
+		case a[1].Code() == ma.P_TCP && len(a) == 2:
+			transport = "tcp"
+			port, _ = strconv.Atoi(a[1].Value())
+		default:
+			continue
+		}
+		if done[transport] || port <= 0 || port > 65535 {
+			continue
+		}
+		done[transport] = true
+		k, err := client.Keep(transport, uint16(port), func(m portmap.Mapping, err error) {
+			n.mappingChanged(transport, suffix, m, err)
+		})
+		if err != nil {
+			return err
+		}
+		n.keepers = append(n.keepers, k)
+	}
+	return nil
+}
+
+func (n *Node) mappingChanged(transport, suffix string, m portmap.Mapping, err error) {
+	var addr ma.Multiaddr
+	if err == nil && m.External.IsValid() {
+		addr, err = ma.NewMultiaddr(fmt.Sprintf("/ip4/%s/%s/%d%s", m.External.Addr(), transport, m.External.Port(), suffix))
+	}
+	if err != nil {
+		n.log.Debugw("port mapping", "transport", transport, "error", err)
+	}
+	n.mu.Lock()
+	old := n.mapped[transport]
+	if addr == nil {
+		delete(n.mapped, transport)
+	} else {
+		if n.mapped == nil {
+			n.mapped = map[string]ma.Multiaddr{}
+		}
+		n.mapped[transport] = addr
+	}
+	n.mu.Unlock()
+	if (old == nil) != (addr == nil) || (old != nil && !old.Equal(addr)) {
+		n.log.Infow("port mapping", "transport", transport, "addr", addr, "protocol", m.Protocol)
+		n.checker.Recheck()
+		n.triggerPublish()
+	}
+}
+
+func (n *Node) mappedAddrs() []ma.Multiaddr {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]ma.Multiaddr, 0, len(n.mapped))
+	for _, a := range n.mapped {
+		out = append(out, a)
+	}
+	return out
+}
