@@ -225,7 +225,7 @@ func (n *Node) hostOptions(key crypto.PrivKey) []libp2p.Option {
 	s := n.s
 	listen := s.listen
 	if len(listen) == 0 {
-		for _, a := range DefaultListenAddrs {
+		for _, a := range DefaultListenAddrs() {
 			listen = append(listen, ma.StringCast(a))
 		}
 	}

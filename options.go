@@ -29,13 +29,16 @@ const (
 	ReachabilityPrivate = dht.ReachabilityPrivate
 )
 
-// DefaultListenAddrs are the addresses a node listens on when none are given:
-// QUIC and TCP on every IPv4 and IPv6 interface, on ports the system picks.
-var DefaultListenAddrs = []string{
-	"/ip4/0.0.0.0/udp/0/quic-v1",
-	"/ip4/0.0.0.0/tcp/0",
-	"/ip6/::/udp/0/quic-v1",
-	"/ip6/::/tcp/0",
+// DefaultListenAddrs returns the addresses a node listens on when none are
+// given: QUIC and TCP on every IPv4 and IPv6 interface, on ports the system
+// picks.
+func DefaultListenAddrs() []string {
+	return []string{
+		"/ip4/0.0.0.0/udp/0/quic-v1",
+		"/ip4/0.0.0.0/tcp/0",
+		"/ip6/::/udp/0/quic-v1",
+		"/ip6/::/tcp/0",
+	}
 }
 
 // maxReservations bounds WithReservations: every relay address takes room in

@@ -128,7 +128,7 @@ type nodeFlags struct {
 func (nf *nodeFlags) register(fs *flag.FlagSet, mode string) {
 	fs.StringVar(&nf.keyFile, "key", "", "load the identity key (Ed25519) from `FILE`, or create it there with mode 0600;\nwithout --key or --data-dir the node gets a new identity")
 	fs.StringVar(&nf.dataDir, "data-dir", "", "keep the identity, record sequence number and served records in `DIR`")
-	fs.StringVar(&nf.listen, "listen", strings.Join(rendezvous.DefaultListenAddrs, ","), "listen on `ADDRS`, comma-separated multiaddrs")
+	fs.StringVar(&nf.listen, "listen", strings.Join(rendezvous.DefaultListenAddrs(), ","), "listen on `ADDRS`, comma-separated multiaddrs")
 	fs.StringVar(&nf.bootstrap, "bootstrap", "", "join the network through the peers at `ADDRS`, comma-separated /.../p2p/<id>\nmultiaddrs (default $"+envBootstrap+")")
 	fs.StringVar(&nf.publicRanges, "public-ranges", "", "address ranges (comma-separated `CIDRS`) that count as public besides the\ninternet's, for private networks: 10.0.0.0/8, or 127.0.0.0/8 on one machine")
 	fs.StringVar(&nf.mode, "mode", mode, "reachability `MODE`: auto follows what the network says; public serves the DHT\nand relays; private is a DHT client reachable through relays")
