@@ -164,6 +164,12 @@ func listenAddr(transport string) string {
 	return "/ip4/0.0.0.0/udp/4001/quic-v1"
 }
 
+type publishLine struct {
+	Addrs      []string `json:"addrs"`
+	RelayAddrs []string `json:"relay_addrs"`
+	Error      string   `json:"error"`
+}
+
 // node is a long-running peer in the lab.
 type node struct {
 	proc *natlab.Proc
@@ -172,19 +178,14 @@ type node struct {
 }
 
 type readyLine struct {
-	Event  string   `json:"event"`
-	PeerID string   `json:"peer_id"`
-	Addrs  []string `json:"addrs"`
-	Status struct {
-		Publish *struct {
-			RelayAddrs []string `json:"relay_addrs"`
-			Error      string   `json:"error"`
-		} `json:"publish"`
+	Event        string   `json:"event"`
+	Reachability string   `json:"reachability"`
+	PeerID       string   `json:"peer_id"`
+	Addrs        []string `json:"addrs"`
+	Status       struct {
+		Publish *publishLine `json:"publish"`
 	} `json:"status"`
-	Publish *struct {
-		RelayAddrs []string `json:"relay_addrs"`
-		Error      string   `json:"error"`
-	} `json:"publish"`
+	Publish *publishLine `json:"publish"`
 }
 
 func runTransport(ctx context.Context, cfg Config, transport string) ([]Cell, error) {
@@ -300,6 +301,7 @@ func startTarget(ctx context.Context, lab *natlab.Lab, cfg Config, side string, 
 	n := &node{proc: p}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	public := false
 	for {
 		var rl readyLine
 		if err := p.NextJSON(wctx, &rl); err != nil {
@@ -309,11 +311,17 @@ func startTarget(ctx context.Context, lab *natlab.Lab, cfg Config, side string, 
 		if rl.PeerID != "" {
 			n.id = rl.PeerID
 		}
+		if rl.Event == "reachability" && rl.Reachability == "public" {
+			public = true
+		}
 		pub := rl.Publish
 		if rl.Event == "ready" {
 			pub = rl.Status.Publish
 		}
-		if pub != nil && pub.Error == "" && (side == Public || len(pub.RelayAddrs) > 0) {
+		// A peer behind a router is ready once its record names a relay,
+		// or direct addresses after a dial-back confirmed them (a port
+		// mapping).
+		if pub != nil && pub.Error == "" && (side == Public || len(pub.RelayAddrs) > 0 || (public && len(pub.Addrs) > 0)) {
 			return n
 		}
 	}
