@@ -4,9 +4,11 @@
 //
 // Reachability (this package) is decided by dial-back: a node is public when
 // another peer, asked with libp2p's AutoNAT v2 protocol, managed to dial one
-// of its in-scope addresses (an interface address, a port mapping, or an
-// address peers observed) and private when every such attempt failed or the
-// node has no in-scope address at all. One confirming peer is enough, so it
+// of its in-scope addresses (an interface address or a port mapping) and
+// private when every such attempt failed or the node has no such address.
+// Addresses peers merely observed through a NAT are not candidates: a NAT
+// that filters by address alone would let the dial-back in from the server
+// the node just talked to. One confirming peer is enough, so it
 // works in networks with a single public peer. The verdict is rechecked when
 // the node's addresses change and periodically.
 //

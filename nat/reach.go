@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"sync"
 	"time"
@@ -20,6 +21,7 @@ import (
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/p2pos/rendezvous/scope"
 )
@@ -233,9 +235,18 @@ func (c *Checker) run(ctx context.Context, sub event.Subscription) {
 }
 
 // candidates are the in-scope, non-relay addresses peers could dial, the
-// ones confirmed before first.
+// ones confirmed before first. Only addresses of the machine's own
+// interfaces and port mappings are candidates, not addresses peers observed
+// through a NAT: a NAT that filters by address alone lets the dial-back in
+// from the very server we just talked to, and would pass for no NAT.
 func (c *Checker) candidates(confirmed []ma.Multiaddr) []ma.Multiaddr {
-	all := c.h.Addrs()
+	local := interfaceIPs()
+	var all []ma.Multiaddr
+	for _, a := range c.h.Addrs() {
+		if ip, err := manet.ToIP(a); err == nil && local[ip.String()] {
+			all = append(all, a)
+		}
+	}
 	if c.s.extra != nil {
 		all = append(all, c.s.extra()...)
 	}
@@ -261,6 +272,21 @@ func (c *Checker) candidates(confirmed []ma.Multiaddr) []ma.Multiaddr {
 		return !slices.ContainsFunc(all, func(b ma.Multiaddr) bool { return b.Equal(a) })
 	})
 	return out[:min(len(out), maxCandidates)]
+}
+
+// interfaceIPs returns the IP addresses of the machine's interfaces.
+func interfaceIPs() map[string]bool {
+	out := map[string]bool{}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return out
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok {
+			out[ipn.IP.String()] = true
+		}
+	}
+	return out
 }
 
 func isRelayed(a ma.Multiaddr) bool {
