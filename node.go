@@ -182,7 +182,7 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 	// not forced also finds its own that way. The verdict is put on the
 	// host's event bus too, where kad-dht follows it between client and
 	// server mode.
-	copts := []nat.Option{nat.WithScope(s.scope), nat.WithLogger(s.log)}
+	copts := []nat.Option{nat.WithScope(s.scope), nat.WithLogger(s.log), nat.WithExtraAddrs(n.mappedAddrs)}
 	if s.reach == ReachabilityUnknown {
 		if n.reachEmit, err = n.h.EventBus().Emitter(new(event.EvtLocalReachabilityChanged)); err != nil {
 			return nil, err
