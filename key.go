@@ -58,7 +58,11 @@ func createKey(path string) (crypto.PrivKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rendezvous: create key file: %w", err)
 	}
-	if _, err := f.Write(b); err != nil {
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
 		f.Close()
 		os.Remove(path)
 		return nil, fmt.Errorf("rendezvous: write key file: %w", err)

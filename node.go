@@ -480,7 +480,8 @@ func (n *Node) published(ev dht.PublishEvent) {
 	n.mu.Lock()
 	n.lastPublish = ps
 	n.mu.Unlock()
-	n.emit(Event{Type: EventPublished, Publish: ps})
+	evCopy := *ps // subscribers get their own copy
+	n.emit(Event{Type: EventPublished, Publish: &evCopy})
 }
 
 // readvertise keeps topic advertisements alive.
@@ -574,7 +575,9 @@ func (n *Node) Reachability() Reachability {
 }
 
 // Ready is closed once the node's record has been published for the first
-// time.
+// time. It is not closed when the node closes first, nor while the node
+// cannot publish (a first node waiting for peers): wait on it together with
+// a context.
 func (n *Node) Ready() <-chan struct{} { return n.publisher.Load().Ready() }
 
 // DHT returns the node's DHT, for lookups and statistics beyond the Node's

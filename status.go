@@ -1,6 +1,7 @@
 package rendezvous
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -73,6 +74,7 @@ func (n *Node) Status() Status {
 	for _, e := range n.bootErrs {
 		st.Bootstrap = append(st.Bootstrap, e.Error())
 	}
+	slices.Sort(st.Topics)
 	return st
 }
 

@@ -264,7 +264,7 @@ func (s *seqSource) next() (uint64, error) {
 	v := max(s.last+1, uint64(s.now().UnixMilli()))
 	if s.path != "" {
 		tmp := s.path + ".tmp"
-		if err := os.WriteFile(tmp, []byte(strconv.FormatUint(v, 10)+"\n"), 0o600); err != nil {
+		if err := writeSynced(tmp, []byte(strconv.FormatUint(v, 10)+"\n")); err != nil {
 			return 0, fmt.Errorf("dht: seq file: %w", err)
 		}
 		if err := os.Rename(tmp, s.path); err != nil {
@@ -273,4 +273,18 @@ func (s *seqSource) next() (uint64, error) {
 	}
 	s.last = v
 	return v, nil
+}
+
+// writeSynced writes data to a new file at path (mode 0600) and syncs it, so
+// that a rename after it never leaves an empty file behind a crash.
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	return errors.Join(err, f.Close())
 }

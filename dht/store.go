@@ -127,7 +127,11 @@ func (s *valueStore) save() error {
 		w.Write(buf[:binary.PutUvarint(buf[:], uint64(len(e.Value)))])
 		w.Write(e.Value)
 	}
-	err = errors.Join(w.Flush(), f.Close())
+	err = w.Flush()
+	if err == nil {
+		err = f.Sync()
+	}
+	err = errors.Join(err, f.Close())
 	if err == nil {
 		err = os.Rename(tmp, s.path)
 	}
