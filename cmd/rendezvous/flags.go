@@ -133,7 +133,7 @@ func (nf *nodeFlags) register(fs *flag.FlagSet, mode string) {
 	fs.StringVar(&nf.publicRanges, "public-ranges", "", "address ranges (comma-separated `CIDRS`) that count as public besides the\ninternet's, for private networks: 10.0.0.0/8, or 127.0.0.0/8 on one machine")
 	fs.StringVar(&nf.mode, "mode", mode, "reachability `MODE`: auto follows what the network says; public serves the DHT\nand relays; private is a DHT client reachable through relays")
 	fs.BoolVar(&nf.noPortMap, "no-portmap", false, "in auto mode, do not ask the gateway for port mappings (UPnP, NAT-PMP, PCP)")
-	fs.StringVar(&nf.natTimeouts, "nat-timeouts", "", "in auto mode behind a NAT, the idle `DURATIONS` (comma-separated) tried when\nmeasuring the NAT's UDP binding timeout (default 15s up to 7m)")
+	fs.StringVar(&nf.natTimeouts, "nat-timeouts", "", "in auto mode behind a NAT, the idle `DURATIONS` (comma-separated) tried when\nmeasuring the NAT's UDP binding timeout (default 10s up to 7.5m, each 20% above the last)")
 	fs.BoolVar(&nf.verbose, "v", false, "log what the node does (debug level) to stderr")
 }
 
