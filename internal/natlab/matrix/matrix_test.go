@@ -2,9 +2,6 @@ package matrix
 
 import (
 	"context"
-	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -17,20 +14,9 @@ import (
 // checks that working pairs connect over the expected path and that every
 // pair with the cut-off side fails with a reason.
 func TestMatrixSeesSuccessAndFailure(t *testing.T) {
-	if err := natlab.Check(); err != nil {
-		if os.Getenv("RENDEZVOUS_NATLAB") == "required" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
-	bin, err := natlab.BuildCommand(ctx, root, "./cmd/rendezvous", t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := buildForLab(t, ctx)
 	res, err := Run(ctx, Config{
 		Binary:     bin,
 		Sides:      []string{Public, string(natlab.PortRestricted), Broken},

@@ -2,9 +2,6 @@ package matrix
 
 import (
 	"context"
-	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -17,19 +14,9 @@ import (
 // the reachability, mapping and filtering it reports against what the lab
 // built, and that a UPnP gateway is found with a UDP mapping.
 func TestNetcheckBehindRouters(t *testing.T) {
-	if err := natlab.Check(); err != nil {
-		if os.Getenv("RENDEZVOUS_NATLAB") == "required" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	_, file, _, _ := runtime.Caller(0)
-	bin, err := natlab.BuildCommand(ctx, filepath.Join(filepath.Dir(file), "..", "..", ".."), "./cmd/rendezvous", t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := buildForLab(t, ctx)
 	kinds := []natlab.Kind{natlab.FullCone, natlab.PortRestricted, natlab.Symmetric, natlab.UPnP}
 	spec := natlab.Spec{Hosts: []natlab.HostSpec{{Name: "server1"}, {Name: "server2"}, {Name: "pub"}}}
 	for _, k := range kinds {
@@ -41,25 +28,7 @@ func TestNetcheckBehindRouters(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lab.Close() })
-	scopeArgs := []string{"--public-ranges", natlab.InternetPrefix().String(), "--listen", "/ip4/0.0.0.0/udp/4001/quic-v1"}
-	var boot []string
-	for _, name := range []string{"server1", "server2"} {
-		h := lab.Host(name)
-		args := append([]string{"node", "--json", "--mode", "public"}, scopeArgs...)
-		if len(boot) > 0 {
-			args = append(args, "--bootstrap", strings.Join(boot, ","))
-		}
-		p, err := h.Start(ctx, bin, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.Stop(5 * time.Second) })
-		var rl readyLine
-		if err := p.NextJSON(ctx, &rl); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		boot = append(boot, "/ip4/"+h.Addr().String()+"/udp/4001/quic-v1/p2p/"+rl.PeerID)
-	}
+	boot := startServers(t, ctx, lab, bin, "server1", "server2")
 
 	want := map[string]struct{ reach, mapping, filtering string }{
 		"pub":                                {"public", "endpoint-independent", ""},
@@ -69,7 +38,7 @@ func TestNetcheckBehindRouters(t *testing.T) {
 		"h-" + string(natlab.UPnP):           {"public", "endpoint-independent", "address-and-port-dependent"},
 	}
 	for host, w := range want {
-		p, err := lab.Host(host).Start(ctx, bin, append([]string{"netcheck", "--quick", "--json", "--bootstrap", strings.Join(boot, ",")}, scopeArgs...)...)
+		p, err := lab.Host(host).Start(ctx, bin, append([]string{"netcheck", "--quick", "--json", "--bootstrap", strings.Join(boot, ",")}, labArgs...)...)
 		if err != nil {
 			t.Fatal(err)
 		}

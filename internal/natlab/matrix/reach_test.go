@@ -3,9 +3,6 @@ package matrix
 import (
 	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -19,19 +16,9 @@ import (
 // router must find itself private, and one behind a UPnP router must map
 // its port and be confirmed public through the mapping.
 func TestAutoModeBehindRouters(t *testing.T) {
-	if err := natlab.Check(); err != nil {
-		if os.Getenv("RENDEZVOUS_NATLAB") == "required" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	_, file, _, _ := runtime.Caller(0)
-	bin, err := natlab.BuildCommand(ctx, filepath.Join(filepath.Dir(file), "..", "..", ".."), "./cmd/rendezvous", t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := buildForLab(t, ctx)
 	lab, err := natlab.New(ctx, natlab.Spec{
 		Routers: []natlab.RouterSpec{{Name: "home", Kind: natlab.PortRestricted, UDPTimeout: 6 * time.Second}, {Name: "igd", Kind: natlab.UPnP}},
 		Hosts: []natlab.HostSpec{
@@ -42,26 +29,8 @@ func TestAutoModeBehindRouters(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lab.Close() })
-	common := []string{"--json", "--public-ranges", natlab.InternetPrefix().String(), "--listen", "/ip4/0.0.0.0/udp/4001/quic-v1"}
-
-	var boot []string
-	for _, name := range []string{"server1", "server2"} {
-		h := lab.Host(name)
-		args := append([]string{"node", "--mode", "public"}, common...)
-		if len(boot) > 0 {
-			args = append(args, "--bootstrap", strings.Join(boot, ","))
-		}
-		p, err := h.Start(ctx, bin, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.Stop(5 * time.Second) })
-		var rl readyLine
-		if err := p.NextJSON(ctx, &rl); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		boot = append(boot, "/ip4/"+h.Addr().String()+"/udp/4001/quic-v1/p2p/"+rl.PeerID)
-	}
+	common := append([]string{"--json"}, labArgs...)
+	boot := startServers(t, ctx, lab, bin, "server1", "server2")
 
 	// The host behind the UPnP router maps its port with the real
 	// miniupnpd, is confirmed by dial-back through the mapping, and serves

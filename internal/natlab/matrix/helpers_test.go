@@ -1,0 +1,61 @@
+package matrix
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/p2pos/rendezvous/internal/natlab"
+)
+
+// labArgs are the flags every lab node gets: the lab's internet is public,
+// and nodes listen on QUIC port 4001.
+var labArgs = []string{"--public-ranges", natlab.InternetPrefix().String(), "--listen", "/ip4/0.0.0.0/udp/4001/quic-v1"}
+
+// buildForLab skips the test when the lab cannot run here (fails it when
+// RENDEZVOUS_NATLAB=required) and builds the rendezvous command.
+func buildForLab(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	if err := natlab.Check(); err != nil {
+		if os.Getenv("RENDEZVOUS_NATLAB") == "required" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	_, file, _, _ := runtime.Caller(0)
+	bin, err := natlab.BuildCommand(ctx, filepath.Join(filepath.Dir(file), "..", "..", ".."), "./cmd/rendezvous", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// startServers runs public nodes on the named hosts, each bootstrapping
+// from the ones before, and returns their bootstrap addresses. They are
+// stopped when the test ends.
+func startServers(t *testing.T, ctx context.Context, lab *natlab.Lab, bin string, names ...string) []string {
+	t.Helper()
+	var boot []string
+	for _, name := range names {
+		h := lab.Host(name)
+		args := append([]string{"node", "--json", "--mode", "public"}, labArgs...)
+		if len(boot) > 0 {
+			args = append(args, "--bootstrap", strings.Join(boot, ","))
+		}
+		p, err := h.Start(ctx, bin, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Stop(5 * time.Second) })
+		var rl readyLine
+		if err := p.NextJSON(ctx, &rl); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		boot = append(boot, "/ip4/"+h.Addr().String()+"/udp/4001/quic-v1/p2p/"+rl.PeerID)
+	}
+	return boot
+}
