@@ -47,6 +47,9 @@ type TimeoutResult struct {
 	// arrive; Unacknowledged those the server never acknowledged (lost or
 	// refused), which say nothing about the timeout.
 	Alive, Expired, Unacknowledged []time.Duration
+	// Skipped are the longer candidates stopped once two neighbouring
+	// candidates had expired.
+	Skipped []time.Duration
 	// Consistent is false when a candidate expired below one that
 	// survived, which a lost answer causes.
 	Consistent bool
@@ -60,8 +63,9 @@ type TimeoutResult struct {
 // opens one socket per candidate duration (DefaultCandidates when nil);
 // each sends one DELAYED request for its duration, then stays silent and
 // waits for the answer until the duration plus a grace (WithGrace) has
-// passed. The probes run in parallel, so MeasureTimeout takes about the
-// longest candidate plus the grace. progress, if not nil, is called each
+// passed. The probes run in parallel, and once two neighbouring candidates
+// have expired the longer ones are stopped (Skipped), so MeasureTimeout
+// takes about the NAT's timeout, or the longest candidate if that is longer. progress, if not nil, is called each
 // time a probe finishes, one call at a time. Candidates must be whole
 // milliseconds between 1 ms and 600 s; at most 32.
 //
@@ -96,19 +100,37 @@ func MeasureTimeout(ctx context.Context, server netip.AddrPort, candidates []tim
 
 	start := time.Now()
 	outcomes := make([]probeOutcome, len(cands))
+	// Probes end in the order of their durations. Once two neighbouring
+	// candidates have expired, the longer ones cannot tell anything a
+	// lost answer could not explain: they are stopped, and the answer
+	// comes after about the timeout instead of the longest candidate.
+	pctx, stopRest := context.WithCancel(ctx)
+	defer stopRest()
 	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex // serializes progress
-		done int
+		wg       sync.WaitGroup
+		mu       sync.Mutex // guards outcomes, resolved and done; serializes progress
+		resolved = make([]bool, len(cands))
+		done     int
 	)
+	expired := func(i int) bool {
+		o := outcomes[i]
+		return resolved[i] && o.err == nil && o.acked && !o.answered
+	}
 	for i, d := range cands {
 		wg.Go(func() {
-			outcomes[i] = delayedProbe(ctx, s, server, d, socket)
+			o := delayedProbe(pctx, s, server, d, socket)
+			mu.Lock()
+			defer mu.Unlock()
+			outcomes[i], resolved[i] = o, true
+			for j := 0; j+1 < len(cands); j++ {
+				if expired(j) && expired(j+1) {
+					stopRest()
+					break
+				}
+			}
+			done++
 			if progress != nil {
-				mu.Lock()
-				done++
 				progress(done, len(cands))
-				mu.Unlock()
 			}
 		})
 	}
@@ -121,6 +143,8 @@ func MeasureTimeout(ctx context.Context, server netip.AddrPort, candidates []tim
 		res.Packets += o.pkts
 		res.Bytes += o.nbytes
 		switch {
+		case o.err != nil && pctx.Err() != nil && ctx.Err() == nil:
+			res.Skipped = append(res.Skipped, cands[i])
 		case o.err != nil:
 			errs = append(errs, o.err)
 			res.Unacknowledged = append(res.Unacknowledged, cands[i])
