@@ -174,13 +174,18 @@ func TestLookupUnreachableBootstrap(t *testing.T) {
 	}
 }
 
-// startNet starts a loopback network and returns it with the bootstrap flag
-// that joins it.
+// startNet starts a loopback network of 3 public and 2 private nodes and
+// returns it with the bootstrap flag that joins it.
 func startNet(t *testing.T) (*testnet.Network, []string) {
+	return startNetOf(t, testnet.Config{Public: 3, Private: 2})
+}
+
+// startNetOf is startNet for a network of cfg's size.
+func startNetOf(t *testing.T, cfg testnet.Config) (*testnet.Network, []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	tn, err := testnet.New(ctx, testnet.Config{Public: 3, Private: 2})
+	tn, err := testnet.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,10 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/p2pos/rendezvous/internal/testnet"
 	"github.com/p2pos/rendezvous/nat/probe"
@@ -17,20 +14,9 @@ import (
 // servers, and returns the flags that join it.
 func netcheckNet(t *testing.T) []string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	tn, err := testnet.New(ctx, testnet.Config{Public: 2, Private: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tn.Close() })
-	p := tn.Public[0]
-	addrs, err := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: p.ID(), Addrs: p.Addrs()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, flags := startNetOf(t, testnet.Config{Public: 2, Private: 1})
 	// --no-portmap: tests keep to loopback, away from the machine's gateway.
-	return append([]string{"--bootstrap", addrs[0].String(), "--no-portmap"}, loopback...)
+	return append(flags, "--no-portmap")
 }
 
 // runNetcheckCmd runs netcheck with args. The dial-back checker retries an
