@@ -117,10 +117,15 @@ type ProbeServer struct {
 func FindProbeServers(ctx context.Context, h host.Host, sc scope.Scope, peers []peer.ID, n int) ([]ProbeServer, error) {
 	var out []ProbeServer
 	seenIP := map[netip.Addr]bool{}
+	asked := map[peer.ID]bool{}
 	for _, p := range peers {
 		if len(out) >= n || ctx.Err() != nil {
 			break
 		}
+		if asked[p] {
+			continue
+		}
+		asked[p] = true
 		if ok, _ := h.Peerstore().SupportsProtocols(p, ProbeProtocol); len(ok) == 0 {
 			continue
 		}
