@@ -25,11 +25,11 @@ import (
 	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
 	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/p2pos/rendezvous/dht"
 	"github.com/p2pos/rendezvous/nat"
+	"github.com/p2pos/rendezvous/nat/keepalive"
 	"github.com/p2pos/rendezvous/nat/portmap"
 	"github.com/p2pos/rendezvous/relay"
 )
@@ -54,6 +54,7 @@ type Node struct {
 	checker   *nat.Checker // answers dial-backs; checks our own unless forced
 	probes    *nat.ProbeService
 	keepers   []*portmap.Keeper // port mappings, in auto mode
+	tcp       *keepalive.Transport
 	reachEmit event.Emitter
 
 	events *broadcaster
@@ -233,10 +234,12 @@ func (n *Node) hostOptions(key crypto.PrivKey) []libp2p.Option {
 		libp2p.Identity(key),
 		libp2p.ListenAddrs(listen...),
 		libp2p.Transport(libp2pquic.NewTransport),
-		libp2p.Transport(tcp.NewTCPTransport),
+		// TCP with kernel keep-alive under our control, and yamux without a
+		// keep-alive of its own: see package nat/keepalive.
+		libp2p.Transport(keepalive.Constructor(func(t *keepalive.Transport) { n.tcp = t }, keepalive.WithLogger(s.log))),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Security(tls.ID, tls.New),
-		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.Muxer(yamux.ID, keepalive.Muxer()),
 		libp2p.UserAgent(UserAgent),
 		libp2p.EnableRelay(),
 		// Direct and relay addresses are dialed together: the relay path
