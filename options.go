@@ -199,8 +199,9 @@ func WithRepublishDebounce(d time.Duration) Option {
 	return func(s *settings) error { s.debounce = d; return nil }
 }
 
-// WithRoutingTableRefresh sets how often the DHT routing table is refreshed;
-// 0 disables the periodic refresh. Default 10 minutes.
+// WithRoutingTableRefresh sets how often the DHT routing table is refreshed
+// while the node serves the DHT (a client node never refreshes it); 0
+// disables the periodic refresh. Default 10 minutes.
 func WithRoutingTableRefresh(d time.Duration) Option {
 	return func(s *settings) error { s.refreshPeriod, s.refreshSet = d, true; return nil }
 }

@@ -59,6 +59,7 @@ type DHT struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
+	loopDone  chan struct{} // closed when refreshLoop returns
 }
 
 // New starts a DHT on h. key must be h's private key: the DHT signs the
@@ -116,11 +117,10 @@ func New(h host.Host, key crypto.PrivKey, opts ...Option) (*DHT, error) {
 	if len(s.bootstrap) > 0 {
 		kopts = append(kopts, kaddht.BootstrapPeers(s.bootstrap...))
 	}
-	if s.refreshPeriod > 0 {
-		kopts = append(kopts, kaddht.RoutingTableRefreshPeriod(s.refreshPeriod))
-	} else {
-		kopts = append(kopts, kaddht.DisableAutoRefresh())
-	}
+	// kad-dht's own refresh runs in client mode too; ours runs only while
+	// the node serves (refreshLoop): a client that only waits to be reached
+	// does not pay for a full routing table.
+	kopts = append(kopts, kaddht.DisableAutoRefresh())
 	kad, err := kaddht.New(h, kopts...)
 	if err != nil {
 		store.Close()
@@ -136,13 +136,53 @@ func New(h host.Host, key crypto.PrivKey, opts ...Option) (*DHT, error) {
 		log:       log,
 		store:     store,
 		closed:    make(chan struct{}),
+		loopDone:  make(chan struct{}),
 	}
 	pm, err := pb.NewProtocolMessenger(&countingSender{inner: kad.MessageSender(), total: &d.total})
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("dht: %w", err), kad.Close(), store.Close())
 	}
 	d.pm = pm
+	go d.refreshLoop()
 	return d, nil
+}
+
+// refreshCheck is how often refreshLoop looks at the mode (a local check).
+const refreshCheck = 15 * time.Second
+
+// refreshLoop refreshes the routing table every refresh period while the
+// DHT serves, and at once when it starts serving.
+func (d *DHT) refreshLoop() {
+	defer close(d.loopDone)
+	if d.s.refreshPeriod <= 0 {
+		return
+	}
+	t := time.NewTicker(min(refreshCheck, d.s.refreshPeriod))
+	defer t.Stop()
+	var last time.Time
+	serving := false
+	for {
+		select {
+		case <-d.closed:
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		was := serving
+		serving = d.Mode() == ModeServer
+		if !serving || (was && now.Sub(last) < d.s.refreshPeriod) {
+			continue
+		}
+		last = now
+		select {
+		case err := <-d.kad.RefreshRoutingTable():
+			if err != nil {
+				d.log.Debugw("routing table refresh", "error", err)
+			}
+		case <-d.closed:
+			return
+		}
+	}
 }
 
 func inScopePeer(h host.Host, sc scope.Scope, p peer.ID) bool {
@@ -159,6 +199,7 @@ func (d *DHT) Close() error {
 	var err error
 	d.closeOnce.Do(func() {
 		close(d.closed)
+		<-d.loopDone
 		err = errors.Join(d.kad.Close(), d.store.save(), d.store.Close())
 	})
 	return err

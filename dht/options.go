@@ -148,8 +148,8 @@ func WithRepublishDebounce(d time.Duration) Option {
 	return func(st *settings) error { st.debounce = d; return nil }
 }
 
-// WithRefreshPeriod sets how often the routing table is refreshed; 0 disables
-// the periodic refresh.
+// WithRefreshPeriod sets how often the routing table is refreshed while the
+// DHT serves (a client never refreshes it); 0 disables the periodic refresh.
 func WithRefreshPeriod(d time.Duration) Option {
 	return func(st *settings) error { st.refreshPeriod = d; return nil }
 }
