@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -56,6 +57,16 @@ const maxSequentialStep = 16
 type Result struct {
 	Mapping   Behavior
 	Filtering Behavior
+	// MappingAmbiguousWith and FilteringAmbiguousWith name the neighbouring
+	// behaviour the servers could not tell Mapping and Filtering from (see
+	// the package doc: RFC 5780 needs a second server address, and for
+	// filtering a sibling, to tell them apart), or BehaviorUnknown when the
+	// samples determined the behaviour. When set, the reported behaviour is
+	// only the likelier of the two and its confidence is halved: the
+	// behaviour is undetermined between the two, and callers should say so
+	// rather than report the guess.
+	MappingAmbiguousWith   Behavior
+	FilteringAmbiguousWith Behavior
 	// PortPattern is how external ports relate to local ports and to each
 	// other.
 	PortPattern PortPattern
@@ -74,28 +85,59 @@ type Result struct {
 	FilteringConfidence float64
 	PortConfidence      float64
 	Confidence          float64
-	// Servers is how many server addresses the tests used (1 or 2);
-	// Siblings whether the second server sent on the first's behalf.
-	Servers  int
-	Siblings bool
+	// Servers is how many server addresses answered the tests (1 or 2).
+	// Siblings tells whether the first server accepted to have a sibling
+	// send on its behalf, and SiblingChecked whether such a packet reached
+	// a socket that had sent to the sibling before, which proves the path
+	// works: only then does a filtered packet from the sibling tell
+	// address-dependent filtering for sure.
+	Servers        int
+	Siblings       bool
+	SiblingChecked bool
 	// Packets and Bytes count what the sockets sent and received.
 	Packets, Bytes int
 	Elapsed        time.Duration
 }
 
+// Determined reports whether both the mapping and the filtering behaviour
+// were told apart from their neighbours.
+func (r Result) Determined() bool {
+	return r.Mapping != BehaviorUnknown && r.Filtering != BehaviorUnknown &&
+		r.MappingAmbiguousWith == BehaviorUnknown && r.FilteringAmbiguousWith == BehaviorUnknown
+}
+
 // verdict is one sample's answer for one behaviour.
 type verdict struct {
-	b    Behavior
-	sure bool // false when the servers cannot rule out a neighbouring behaviour
+	b Behavior
+	// or is the neighbouring behaviour the servers could not rule out;
+	// BehaviorUnknown when b is sure.
+	or Behavior
 }
+
+func sure(b Behavior) verdict       { return verdict{b: b} }
+func either(b, or Behavior) verdict { return verdict{b: b, or: or} }
+func (v verdict) sure() bool        { return v.or == BehaviorUnknown }
+func (v verdict) String() string    { return v.b.String() + "|" + v.or.String() }
 
 // classifier holds the state of one Classify call.
 type classifier struct {
-	s       settings
-	socket  func() (net.PacketConn, error)
-	a, b    netip.AddrPort // first server; second (b invalid without one)
+	s      settings
+	socket func() (net.PacketConn, error)
+	// a is the first server that answered, altPort its alternate port
+	// (0: none), altSeen whether that port answered a BINDING.
+	a       netip.AddrPort
 	altPort uint16
-	res     Result
+	altSeen bool
+	// b is the first server at another IP address that answered (invalid
+	// without one); others are the servers at other addresses than a's,
+	// the candidates for a's sibling.
+	b      netip.AddrPort
+	others []netip.AddrPort
+	// sib is the sibling a accepted to forward to (invalid without one);
+	// sibChecked whether the forwarding path was seen to work.
+	sib        netip.AddrPort
+	sibChecked bool
+	res        Result
 	// mappings are the distinct external mappings seen, in the order they
 	// were made, with the local port of their socket.
 	mappings []portObs
@@ -106,10 +148,12 @@ type portObs struct{ local, external uint16 }
 // Classify finds out how the NAT in front of the sockets socket makes maps
 // and filters, as RFC 5780 §4.3-4.5 describe, with the probe servers given
 // (see the package doc for what one server cannot tell). The first server
-// that answers is "A"; the next one at another IP address is "B". The
-// sockets are closed before Classify returns. Every wait is a read deadline
-// of at most WithWait, and every request is sent at most WithAttempts
-// times, so Classify takes at most a few seconds per sample.
+// that answers is "A"; the next one at another IP address that answers is
+// "B"; the first server at another address that A accepts as its sibling
+// sends the filtering test's packet. The sockets are closed before
+// Classify returns. Every wait is a read deadline of at most WithWait, and
+// every request is sent at most WithAttempts times, so Classify takes at
+// most a few seconds per sample and server.
 //
 // When no server answers, Classify returns ErrUDPBlocked.
 func Classify(ctx context.Context, servers []netip.AddrPort, socket func() (net.PacketConn, error), opts ...Option) (Result, error) {
@@ -140,6 +184,9 @@ func (c *classifier) run(ctx context.Context, servers []netip.AddrPort) error {
 		}
 		mapping = append(mapping, v)
 	}
+	if err := c.findSibling(ctx); err != nil {
+		return err
+	}
 	for range c.s.samples {
 		v, err := c.filteringSample(ctx)
 		if err != nil {
@@ -152,46 +199,58 @@ func (c *classifier) run(ctx context.Context, servers []netip.AddrPort) error {
 	if c.b.IsValid() {
 		c.res.Servers = 2
 	}
-	c.res.Mapping, c.res.MappingConfidence = vote(mapping)
-	c.res.Filtering, c.res.FilteringConfidence = vote(filtering)
+	c.res.Siblings, c.res.SiblingChecked = c.sib.IsValid(), c.sibChecked
+	c.res.Mapping, c.res.MappingAmbiguousWith, c.res.MappingConfidence = vote(mapping)
+	c.res.Filtering, c.res.FilteringAmbiguousWith, c.res.FilteringConfidence = vote(filtering)
 	c.res.Confidence = min(c.res.MappingConfidence, c.res.FilteringConfidence)
 	c.res.PortPattern, c.res.PortConfidence = portPattern(c.mappings)
 	return nil
 }
 
-// mappingSample sends BINDING from one fresh socket to A's two ports and
-// to B. The first sample also picks A and B, and tests hairpinning.
-func (c *classifier) mappingSample(ctx context.Context, servers []netip.AddrPort, first bool) (verdict, error) {
+// open opens a fresh socket whose traffic is counted in the result when
+// the returned function closes it.
+func (c *classifier) open(ctx context.Context) (*probeConn, func(), error) {
 	p, err := openConn(ctx, c.socket)
 	if err != nil {
-		return verdict{}, err
+		return nil, nil, err
 	}
-	defer func() {
+	return p, func() {
 		c.res.Packets += p.pkts
 		c.res.Bytes += p.nbytes
 		p.close()
-	}()
-	binding := func(dst netip.AddrPort) (message, bool, error) {
-		m, _, ok, err := p.exchange(ctx, c.s, message{Type: typeBinding, TxID: newTxID()}, dst,
-			func(m message, from netip.AddrPort) bool {
-				return m.Type == typeBindingResponse && sameHost(from, dst)
-			})
-		return m, ok, err
+	}, nil
+}
+
+// binding sends BINDING from p to dst and returns the answer, if one came.
+func (c *classifier) binding(ctx context.Context, p *probeConn, dst netip.AddrPort) (message, bool, error) {
+	m, _, ok, err := p.exchange(ctx, c.s, message{Type: typeBinding, TxID: newTxID()}, dst,
+		func(m message, from netip.AddrPort) bool {
+			return m.Type == typeBindingResponse && sameHost(from, dst)
+		})
+	return m, ok, err
+}
+
+// mappingSample sends BINDING from one fresh socket to A's two ports and
+// to B. The first sample also picks A and B, and tests hairpinning.
+func (c *classifier) mappingSample(ctx context.Context, servers []netip.AddrPort, first bool) (verdict, error) {
+	p, done, err := c.open(ctx)
+	if err != nil {
+		return verdict{}, err
 	}
+	defer done()
 
 	var r1 message
 	if first {
 		ok := false
 		for i, srv := range servers {
-			if r1, ok, err = binding(srv); err != nil {
+			if r1, ok, err = c.binding(ctx, p, srv); err != nil {
 				return verdict{}, err
 			}
 			if ok {
 				c.a, c.altPort = srv, r1.AltPort
 				for _, o := range servers[i+1:] {
-					if o.Addr().Unmap() != srv.Addr().Unmap() {
-						c.b = o
-						break
+					if o.Addr().Unmap() != srv.Addr().Unmap() && !slices.Contains(c.others, o) {
+						c.others = append(c.others, o)
 					}
 				}
 				break
@@ -203,7 +262,7 @@ func (c *classifier) mappingSample(ctx context.Context, servers []netip.AddrPort
 		c.res.External = r1.Addr
 	} else {
 		ok := false
-		if r1, ok, err = binding(c.a); err != nil || !ok {
+		if r1, ok, err = c.binding(ctx, p, c.a); err != nil || !ok {
 			return verdict{}, err
 		}
 	}
@@ -211,23 +270,33 @@ func (c *classifier) mappingSample(ctx context.Context, servers []netip.AddrPort
 
 	var e2, e3 netip.AddrPort
 	if c.altPort != 0 {
-		r2, ok, err := binding(netip.AddrPortFrom(c.a.Addr(), c.altPort))
+		r2, ok, err := c.binding(ctx, p, netip.AddrPortFrom(c.a.Addr(), c.altPort))
 		if err != nil {
 			return verdict{}, err
 		}
 		if ok {
 			e2 = r2.Addr
+			c.altSeen = true
 			c.note(p.local, e2)
 		}
 	}
-	if c.b.IsValid() {
-		r3, ok, err := binding(c.b)
+	// The first sample takes the first other server that answers as B.
+	candidates := []netip.AddrPort{c.b}
+	if first {
+		candidates = c.others
+	}
+	for _, o := range candidates {
+		if !o.IsValid() {
+			continue
+		}
+		r3, ok, err := c.binding(ctx, p, o)
 		if err != nil {
 			return verdict{}, err
 		}
 		if ok {
-			e3 = r3.Addr
+			c.b, e3 = o, r3.Addr
 			c.note(p.local, e3)
+			break
 		}
 	}
 	if first && c.s.hairpin {
@@ -245,17 +314,18 @@ func (c *classifier) mappingSample(ctx context.Context, servers []netip.AddrPort
 func mappingVerdict(e1, e2, e3 netip.AddrPort) verdict {
 	switch {
 	case e2.IsValid() && e2 != e1:
-		return verdict{AddressAndPortDependent, true}
+		return sure(AddressAndPortDependent)
 	case e3.IsValid() && e3 == e1:
-		return verdict{EndpointIndependent, true}
+		return sure(EndpointIndependent)
 	case e3.IsValid() && e2.IsValid():
-		return verdict{AddressDependent, true}
+		return sure(AddressDependent)
 	case e3.IsValid():
 		// Without A's other port, the port dependence is not measured.
-		return verdict{AddressAndPortDependent, false}
+		return either(AddressAndPortDependent, AddressDependent)
 	case e2.IsValid():
-		// Without a second address, address dependence is not measured.
-		return verdict{EndpointIndependent, false}
+		// Without a second address, address dependence is not measured;
+		// address-dependent mapping is the rarer of the two.
+		return either(EndpointIndependent, AddressDependent)
 	}
 	return verdict{}
 }
@@ -279,33 +349,99 @@ func (c *classifier) hairpin(ctx context.Context, p *probeConn, external netip.A
 	return ok, err
 }
 
+// findSibling picks the server that sends the filtering test's packet: the
+// first of the other servers (B first) that A accepts as its sibling. Each
+// candidate is tried from a fresh socket that first sends BINDING to it,
+// so that whatever the NAT's filtering, the candidate's packet on A's
+// behalf gets through when the mapping is endpoint-independent: when it
+// arrives, the forwarding path is known to work (sibChecked), and a packet
+// that does not arrive later was filtered. A candidate whose forwarded
+// packet does not arrive is kept only when no other one is checked.
+func (c *classifier) findSibling(ctx context.Context) error {
+	candidates := c.others
+	if c.b.IsValid() {
+		candidates = append([]netip.AddrPort{c.b}, slices.DeleteFunc(slices.Clone(c.others),
+			func(o netip.AddrPort) bool { return o == c.b })...)
+	}
+	for _, cand := range candidates {
+		accepted, arrived, err := c.trySibling(ctx, cand)
+		if err != nil {
+			return err
+		}
+		if accepted && !c.sib.IsValid() {
+			c.sib = cand
+		}
+		if arrived {
+			c.sib, c.sibChecked = cand, true
+			return nil
+		}
+	}
+	return nil
+}
+
+// trySibling asks A to have cand send to a socket that has sent to cand.
+func (c *classifier) trySibling(ctx context.Context, cand netip.AddrPort) (accepted, arrived bool, err error) {
+	p, done, err := c.open(ctx)
+	if err != nil {
+		return false, false, err
+	}
+	defer done()
+	if _, ok, err := c.binding(ctx, p, cand); err != nil || !ok {
+		return false, false, err
+	}
+	req := message{Type: typePeerSend, TxID: newTxID(), Addr: cand}
+	acked := false
+	for range c.s.attempts {
+		if err := p.send(req, c.a); err != nil {
+			return false, false, err
+		}
+		deadline := time.Now().Add(c.s.wait)
+		for {
+			m, from, ok, err := p.read(ctx, deadline)
+			if err != nil {
+				return false, false, err
+			}
+			if !ok {
+				break
+			}
+			switch {
+			case m.TxID != req.TxID:
+			case m.Type == typePeerSendAck && sameHost(from, c.a):
+				if m.Status != statusOK {
+					return false, false, nil
+				}
+				acked = true
+			case m.Type == typePeerSendResponse && sameHost(from, cand):
+				return true, true, nil
+			}
+		}
+	}
+	return acked, false, nil
+}
+
 // filteringSample sends ALT-PORT and PEER-SEND to A from a fresh socket,
 // and sees what comes back (RFC 5780 §4.4).
 func (c *classifier) filteringSample(ctx context.Context) (verdict, error) {
-	p, err := openConn(ctx, c.socket)
-	if err != nil {
-		return verdict{}, err
-	}
-	defer func() {
-		c.res.Packets += p.pkts
-		c.res.Bytes += p.nbytes
-		p.close()
-	}()
-	alt := netip.AddrPortFrom(c.a.Addr(), c.altPort)
-	altReq := message{Type: typeAltPort, TxID: newTxID()}
-	peerReq := message{Type: typePeerSend, TxID: newTxID(), Addr: c.b}
-	testAlt, testPeer := c.altPort != 0, c.b.IsValid()
+	testAlt, testPeer := c.altPort != 0 && c.altSeen, c.sib.IsValid()
 	if !testAlt && !testPeer {
 		return verdict{}, nil
 	}
-	var gotAlt, gotPeer, acked, sibling bool
+	p, done, err := c.open(ctx)
+	if err != nil {
+		return verdict{}, err
+	}
+	defer done()
+	alt := netip.AddrPortFrom(c.a.Addr(), c.altPort)
+	altReq := message{Type: typeAltPort, TxID: newTxID()}
+	peerReq := message{Type: typePeerSend, TxID: newTxID(), Addr: c.sib}
+	var gotAlt, gotPeer bool
 	for range c.s.attempts {
 		if testAlt && !gotAlt {
 			if err := p.send(altReq, c.a); err != nil {
 				return verdict{}, err
 			}
 		}
-		if testPeer && !gotPeer && (!acked || sibling) {
+		if testPeer && !gotPeer {
 			if err := p.send(peerReq, c.a); err != nil {
 				return verdict{}, err
 			}
@@ -322,72 +458,72 @@ func (c *classifier) filteringSample(ctx context.Context) (verdict, error) {
 			switch {
 			case m.TxID == altReq.TxID && m.Type == typeAltPortResponse && sameHost(from, alt):
 				gotAlt = true
-			case m.TxID == peerReq.TxID && m.Type == typePeerSendAck && sameHost(from, c.a):
-				acked, sibling = true, m.Status == statusOK
-			case m.TxID == peerReq.TxID && m.Type == typePeerSendResponse && sameHost(from, c.b):
+			case m.TxID == peerReq.TxID && m.Type == typePeerSendResponse && sameHost(from, c.sib):
 				gotPeer = true
 			}
 		}
-		if (gotAlt || !testAlt) && (gotPeer || !testPeer || (acked && !sibling)) {
+		if (gotAlt || !testAlt) && (gotPeer || !testPeer) {
 			break
 		}
 	}
-	if sibling {
-		c.res.Siblings = true
-	}
-	return filteringVerdict(testAlt, gotAlt, sibling, gotPeer), nil
+	return filteringVerdict(testAlt, gotAlt, testPeer, c.sibChecked, gotPeer), nil
 }
 
 // filteringVerdict names the filtering from what arrived: the answer from
-// A's other port (when A has one), and the packet from sibling B (when B is
-// a sibling of A).
-func filteringVerdict(testAlt, gotAlt, sibling, gotPeer bool) verdict {
+// A's other port (when A has one that answers), and the packet from A's
+// sibling (when it has one), whose forwarding path may have been checked.
+func filteringVerdict(testAlt, gotAlt, sibling, checked, gotPeer bool) verdict {
 	switch {
 	case sibling && gotPeer:
-		return verdict{EndpointIndependent, true}
+		// A packet from an address the socket never sent to.
+		return sure(EndpointIndependent)
+	case testAlt && gotAlt && sibling && checked:
+		// The sibling's packet was filtered, A's other port's was not.
+		return sure(AddressDependent)
 	case testAlt && gotAlt:
-		// With a sibling, B's packet was filtered: address-dependent.
-		// Without one, it may as well be endpoint-independent.
-		return verdict{AddressDependent, sibling}
+		// No sibling, or one whose packets may not have been sent:
+		// nothing tells endpoint-independent filtering apart.
+		return either(AddressDependent, EndpointIndependent)
 	case testAlt:
-		return verdict{AddressAndPortDependent, true}
-	case sibling:
+		return sure(AddressAndPortDependent)
+	case sibling && checked:
 		// No other port to tell the two apart.
-		return verdict{AddressAndPortDependent, false}
+		return either(AddressAndPortDependent, AddressDependent)
 	}
 	return verdict{}
 }
 
-// vote returns the behaviour most samples saw and the confidence in it.
-func vote(vs []verdict) (Behavior, float64) {
+// vote returns the behaviour most samples saw, the neighbouring behaviour
+// they could not rule out, and the confidence in it.
+func vote(vs []verdict) (best, or Behavior, conf float64) {
 	if len(vs) == 0 {
-		return BehaviorUnknown, 0
+		return BehaviorUnknown, BehaviorUnknown, 0
 	}
 	count := map[Behavior]int{}
-	unsure := map[Behavior]bool{}
+	unsure := map[Behavior]Behavior{}
 	for _, v := range vs {
 		if v.b == BehaviorUnknown {
 			continue
 		}
 		count[v.b]++
-		if !v.sure {
-			unsure[v.b] = true
+		if !v.sure() && unsure[v.b] == BehaviorUnknown {
+			unsure[v.b] = v.or
 		}
 	}
-	best, n := BehaviorUnknown, 0
+	n := 0
 	for _, b := range []Behavior{EndpointIndependent, AddressDependent, AddressAndPortDependent} {
 		if count[b] > n {
 			best, n = b, count[b]
 		}
 	}
 	if best == BehaviorUnknown {
-		return best, 0
+		return best, BehaviorUnknown, 0
 	}
-	conf := float64(n) / float64(len(vs))
-	if unsure[best] {
+	conf = float64(n) / float64(len(vs))
+	if or = unsure[best]; or != BehaviorUnknown {
 		conf /= 2
 	}
-	return best, conf
+	return best, or, conf
 }
 
 // portPattern names how the NAT picked the external ports of the mappings,

@@ -26,7 +26,8 @@ func TestClassifyNoNAT(t *testing.T) {
 		t.Fatal(err)
 	}
 	if res.Mapping != EndpointIndependent || res.Filtering != EndpointIndependent || res.PortPattern != PortPreserving ||
-		res.Hairpin == nil || !*res.Hairpin || res.Confidence != 1 || res.Servers != 2 || !res.Siblings {
+		res.Hairpin == nil || !*res.Hairpin || res.Confidence != 1 || res.Servers != 2 || !res.Siblings ||
+		!res.SiblingChecked || !res.Determined() {
 		t.Errorf("got %+v", res)
 	}
 
@@ -35,8 +36,9 @@ func TestClassifyNoNAT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Mapping != EndpointIndependent || res.MappingConfidence != 0.5 ||
-		res.Filtering != AddressDependent || res.FilteringConfidence != 0.5 || res.Hairpin != nil {
+	if res.Mapping != EndpointIndependent || res.MappingConfidence != 0.5 || res.MappingAmbiguousWith != AddressDependent ||
+		res.Filtering != AddressDependent || res.FilteringConfidence != 0.5 || res.FilteringAmbiguousWith != EndpointIndependent ||
+		res.Hairpin != nil || res.Determined() {
 		t.Errorf("one server: got %+v", res)
 	}
 }
@@ -180,13 +182,13 @@ func TestVerdicts(t *testing.T) {
 		e2, e3 netip.AddrPort
 		want   verdict
 	}{
-		{e1, e1, verdict{EndpointIndependent, true}},
-		{e1, e2, verdict{AddressDependent, true}},
-		{e2, e2, verdict{AddressAndPortDependent, true}},
-		{e1, none, verdict{EndpointIndependent, false}},
-		{e2, none, verdict{AddressAndPortDependent, true}},
-		{none, e1, verdict{EndpointIndependent, true}},
-		{none, e2, verdict{AddressAndPortDependent, false}},
+		{e1, e1, sure(EndpointIndependent)},
+		{e1, e2, sure(AddressDependent)},
+		{e2, e2, sure(AddressAndPortDependent)},
+		{e1, none, either(EndpointIndependent, AddressDependent)},
+		{e2, none, sure(AddressAndPortDependent)},
+		{none, e1, sure(EndpointIndependent)},
+		{none, e2, either(AddressAndPortDependent, AddressDependent)},
 		{none, none, verdict{}},
 	}
 	for _, tt := range mapping {
@@ -195,24 +197,42 @@ func TestVerdicts(t *testing.T) {
 		}
 	}
 	filtering := []struct {
-		testAlt, gotAlt, sibling, gotPeer bool
-		want                              verdict
+		testAlt, gotAlt, sibling, checked, gotPeer bool
+		want                                       verdict
 	}{
-		{true, true, true, true, verdict{EndpointIndependent, true}},
-		{true, true, true, false, verdict{AddressDependent, true}},
-		{true, false, true, false, verdict{AddressAndPortDependent, true}},
-		{true, true, false, false, verdict{AddressDependent, false}},
-		{true, false, false, false, verdict{AddressAndPortDependent, true}},
-		{false, false, true, false, verdict{AddressAndPortDependent, false}},
-		{false, false, false, false, verdict{}},
+		{true, true, true, true, true, sure(EndpointIndependent)},
+		{true, true, true, false, true, sure(EndpointIndependent)},
+		{false, false, true, false, true, sure(EndpointIndependent)},
+		{true, true, true, true, false, sure(AddressDependent)},
+		// The sibling's packet may never have been sent: undetermined.
+		{true, true, true, false, false, either(AddressDependent, EndpointIndependent)},
+		{true, true, false, false, false, either(AddressDependent, EndpointIndependent)},
+		{true, false, true, true, false, sure(AddressAndPortDependent)},
+		{true, false, false, false, false, sure(AddressAndPortDependent)},
+		{false, false, true, true, false, either(AddressAndPortDependent, AddressDependent)},
+		{false, false, true, false, false, verdict{}},
+		{false, false, false, false, false, verdict{}},
 	}
 	for _, tt := range filtering {
-		if got := filteringVerdict(tt.testAlt, tt.gotAlt, tt.sibling, tt.gotPeer); got != tt.want {
-			t.Errorf("filteringVerdict(%v, %v, %v, %v) = %v, want %v", tt.testAlt, tt.gotAlt, tt.sibling, tt.gotPeer, got, tt.want)
+		if got := filteringVerdict(tt.testAlt, tt.gotAlt, tt.sibling, tt.checked, tt.gotPeer); got != tt.want {
+			t.Errorf("filteringVerdict(%v, %v, %v, %v, %v) = %v, want %v",
+				tt.testAlt, tt.gotAlt, tt.sibling, tt.checked, tt.gotPeer, got, tt.want)
 		}
 	}
-	if b, c := vote([]verdict{{EndpointIndependent, true}, {EndpointIndependent, true}, {AddressDependent, true}}); b != EndpointIndependent || c != 2.0/3 {
-		t.Errorf("vote: %v %v", b, c)
+	votes := []struct {
+		vs   []verdict
+		b, o Behavior
+		c    float64
+	}{
+		{[]verdict{sure(EndpointIndependent), sure(EndpointIndependent), sure(AddressDependent)}, EndpointIndependent, BehaviorUnknown, 2.0 / 3},
+		{[]verdict{either(AddressDependent, EndpointIndependent), sure(AddressDependent)}, AddressDependent, EndpointIndependent, 0.5},
+		{[]verdict{{}, {}}, BehaviorUnknown, BehaviorUnknown, 0},
+		{nil, BehaviorUnknown, BehaviorUnknown, 0},
+	}
+	for _, tt := range votes {
+		if b, o, c := vote(tt.vs); b != tt.b || o != tt.o || c != tt.c {
+			t.Errorf("vote(%v) = %v, %v, %v; want %v, %v, %v", tt.vs, b, o, c, tt.b, tt.o, tt.c)
+		}
 	}
 }
 

@@ -82,13 +82,17 @@
 //     server). The one exception is PEER-FORWARD, which makes a sibling
 //     send one packet to the address the first server saw; a server accepts
 //     PEER-FORWARD only from the primary address of a configured sibling,
-//     and sends PEER-FORWARD only to configured siblings;
+//     and sends PEER-FORWARD only to configured siblings. Siblings are
+//     configured by whoever runs the server (WithSiblings, and AddSibling
+//     and RemoveSibling at run time), never by a message on the wire;
 //   - never sends towards a source more bytes than the request that caused
 //     them: requests are padded (above), each answer is checked against the
 //     remaining budget, and PEER-FORWARD carries that budget to the sibling;
 //   - rate-limits requests per source IP address with a token bucket
 //     (Limits.Rate, Limits.Burst), tracking a bounded number of sources;
-//     PEER-FORWARD is limited per destination IP the same way;
+//     PEER-FORWARD is limited per destination IP the same way, and per
+//     sibling (Limits.ForwardRate, Limits.ForwardBurst), so that a sibling
+//     that misbehaves cannot make a server send much;
 //   - bounds DELAYED: the delay (Limits.MaxDelay, 600 s by default), the
 //     pending answers per source IP (Limits.MaxDelayedPerSource) and in all
 //     (Limits.MaxDelayed); beyond them requests are refused;
@@ -105,24 +109,37 @@
 // alternate ports and to a second server, and compares the addresses they
 // saw (RFC 5780 §4.3): one address everywhere is endpoint-independent
 // mapping, one address per server address-dependent, one per port
-// address-and-port-dependent. For filtering (RFC 5780 §4.4) a fresh socket
-// sends ALT-PORT and PEER-SEND to the first server only: a PEER-SEND-RESPONSE
-// (from an address the socket never sent to) means endpoint-independent
-// filtering, an ALT-PORT-RESPONSE alone address-dependent, neither
-// address-and-port-dependent.
+// address-and-port-dependent. The first server that answers is A; B is the
+// first server at another IP address that answers.
 //
-// With a single server (one address, two ports) some behaviours cannot be
-// told apart, and the confidence reported for them is halved:
+// For filtering (RFC 5780 §4.4) a fresh socket sends ALT-PORT and PEER-SEND
+// to A only: a PEER-SEND-RESPONSE (from an address the socket never sent
+// to) means endpoint-independent filtering, an ALT-PORT-RESPONSE alone
+// address-dependent, neither address-and-port-dependent. PEER-SEND names a
+// sibling of A: the first of the other servers (B first) that A accepts.
+// A silent sibling only means filtering once the path through it is known
+// to work, so before the samples Classify checks it: a socket that sent
+// BINDING to the sibling, and so lets it in whatever the filtering, sends
+// PEER-SEND to A, and the sibling's packet must arrive (when the mapping is
+// endpoint-independent, which is when the check matters).
 //
-//   - mapping: one address for both ports is endpoint-independent or
-//     address-dependent; it is reported as endpoint-independent.
-//     Different addresses per port are address-and-port-dependent for sure.
-//   - filtering: an ALT-PORT-RESPONSE means endpoint-independent or
-//     address-dependent filtering; it is reported as address-dependent.
-//     No answer is address-and-port-dependent for sure.
+// Where the servers available cannot tell two behaviours apart, Classify
+// says so: Result.MappingAmbiguousWith and FilteringAmbiguousWith name the
+// behaviour that could not be ruled out, the likelier one is reported, and
+// its confidence is halved:
 //
-// The same holds for two servers that are not siblings of each other
-// (PEER-SEND-ACK status 2): mapping is still fully tested, filtering is not.
+//   - mapping with one server address (two ports): one address for both
+//     ports is endpoint-independent or address-dependent; reported as
+//     endpoint-independent. Different addresses per port are
+//     address-and-port-dependent for sure.
+//   - filtering without a sibling whose path was checked: an
+//     ALT-PORT-RESPONSE means endpoint-independent or address-dependent
+//     filtering; reported as address-dependent. No answer is
+//     address-and-port-dependent for sure.
+//
+// RFC 5780 needs a second IP address for both tests. A single public host
+// has one when two of its interface addresses are public: it then runs a
+// server on each, siblings of each other (see nat.ProbeService).
 //
 // # Binding timeouts
 //

@@ -180,14 +180,20 @@ func testLabKind(t *testing.T, l *natlab.Lab, k labKind, a, b netip.AddrPort) {
 			t.Errorf("got mapping %v, filtering %v, ports %v; want %v, %v, %v",
 				res.Mapping, res.Filtering, res.PortPattern, k.mapping, k.filtering, k.pattern)
 		}
-		if res.Confidence != 1 || res.Servers != 2 || !res.Siblings {
-			t.Errorf("confidence %v with %d servers (siblings %v), want 1 with 2 siblings", res.Confidence, res.Servers, res.Siblings)
+		if res.Confidence != 1 || res.Servers != 2 || !res.Siblings || !res.Determined() {
+			t.Errorf("confidence %v with %d servers (siblings %v, determined %v), want 1 with 2 siblings",
+				res.Confidence, res.Servers, res.Siblings, res.Determined())
 		}
 	}
 	// One server: address dependence cannot be measured.
 	res := classify([]netip.AddrPort{a})
 	if res.Mapping != k.single1 || res.Filtering != k.single2 || res.Servers != 1 {
 		t.Errorf("one server: got mapping %v, filtering %v; want %v, %v", res.Mapping, res.Filtering, k.single1, k.single2)
+	}
+	// What one server cannot tell is said to be undetermined.
+	if (res.MappingAmbiguousWith != BehaviorUnknown) != (k.singleMapConfidence < 1) ||
+		(res.FilteringAmbiguousWith != BehaviorUnknown) != (k.singleFiltConfidence < 1) {
+		t.Errorf("one server: ambiguous with %v, %v", res.MappingAmbiguousWith, res.FilteringAmbiguousWith)
 	}
 	if res.MappingConfidence != k.singleMapConfidence || res.FilteringConfidence != k.singleFiltConfidence {
 		t.Errorf("one server: confidences %v, %v; want %v, %v",

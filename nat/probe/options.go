@@ -25,12 +25,18 @@ type Limits struct {
 	// IP address, MaxDelayed those pending in all.
 	MaxDelayedPerSource int
 	MaxDelayed          int
+	// ForwardRate is the number of PEER-FORWARD messages per second a
+	// server accepts from each sibling IP address, ForwardBurst how many
+	// at once. A sibling forwards for all of its clients, so these are
+	// higher than Rate and Burst.
+	ForwardRate  float64
+	ForwardBurst int
 }
 
 // DefaultLimits returns the limits a Server uses unless told otherwise:
 // 20 requests per second with bursts of 64 per source, 16384 tracked
 // sources, delays up to 600 s, 32 pending delayed answers per source and
-// 8192 in all.
+// 8192 in all, and 200 forwards per second with bursts of 400 per sibling.
 func DefaultLimits() Limits {
 	return Limits{
 		Rate:                20,
@@ -39,6 +45,8 @@ func DefaultLimits() Limits {
 		MaxDelay:            600 * time.Second,
 		MaxDelayedPerSource: 32,
 		MaxDelayed:          8192,
+		ForwardRate:         200,
+		ForwardBurst:        400,
 	}
 }
 
@@ -63,12 +71,19 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxDelayed == 0 {
 		l.MaxDelayed = d.MaxDelayed
 	}
+	if l.ForwardRate == 0 {
+		l.ForwardRate = d.ForwardRate
+	}
+	if l.ForwardBurst == 0 {
+		l.ForwardBurst = d.ForwardBurst
+	}
 	return l
 }
 
 func (l Limits) validate() error {
 	switch {
-	case l.Rate < 0, l.Burst < 0, l.MaxSources < 0, l.MaxDelayedPerSource < 0, l.MaxDelayed < 0:
+	case l.Rate < 0, l.Burst < 0, l.MaxSources < 0, l.MaxDelayedPerSource < 0, l.MaxDelayed < 0,
+		l.ForwardRate < 0, l.ForwardBurst < 0:
 		return errors.New("probe: negative limit")
 	case l.MaxDelay < time.Millisecond || l.MaxDelay > maxWireDelay:
 		return fmt.Errorf("probe: MaxDelay %v out of range", l.MaxDelay)
@@ -127,15 +142,17 @@ func WithAltConn(conn net.PacketConn) ServerOption {
 // WithSiblings lists the primary addresses of the other probe servers of a
 // deployment. The server forwards PEER-SEND requests naming one of them,
 // and accepts PEER-FORWARD only from them. Siblings must list each other.
-// Repeated calls add to the list.
+// Repeated calls add to the list; Server.AddSibling and RemoveSibling
+// change it at run time.
 func WithSiblings(addrs ...netip.AddrPort) ServerOption {
 	return func(s *serverSettings) {
 		for _, a := range addrs {
-			if !a.IsValid() || a.Port() == 0 {
-				s.errs = append(s.errs, fmt.Errorf("probe: invalid sibling %v", a))
+			a, err := siblingAddr(a)
+			if err != nil {
+				s.errs = append(s.errs, err)
 				continue
 			}
-			s.siblings = append(s.siblings, netip.AddrPortFrom(a.Addr().Unmap(), a.Port()))
+			s.siblings = append(s.siblings, a)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package probe
 import (
 	"container/heap"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -14,12 +15,11 @@ import (
 // alternate socket (WithAltConn). It owns its sockets: Close closes them.
 // Its methods are safe for concurrent use.
 type Server struct {
-	conns    [2]net.PacketConn // primary, alternate (nil without one)
-	altPort  uint16
-	siblings map[netip.AddrPort]bool
-	limits   Limits
-	clock    Clock
-	logf     func(format string, args ...any)
+	conns   [2]net.PacketConn // primary, alternate (nil without one)
+	altPort uint16
+	limits  Limits
+	clock   Clock
+	logf    func(format string, args ...any)
 
 	done      chan struct{} // closed by Close
 	wake      chan struct{} // tells the scheduler the pending heap changed; capacity 1
@@ -31,7 +31,9 @@ type Server struct {
 	// mu guards the fields below. It is never held while sending or
 	// reading.
 	mu        sync.Mutex
+	siblings  map[netip.AddrPort]bool
 	buckets   map[netip.Addr]*bucket
+	fwdBucket map[netip.Addr]*bucket // PEER-FORWARD budget per sibling IP
 	lastSweep time.Time
 	pending   pendingHeap
 	scheduled map[pendingKey]bool
@@ -79,6 +81,7 @@ func NewServer(conn net.PacketConn, opts ...ServerOption) (*Server, error) {
 		done:      make(chan struct{}),
 		wake:      make(chan struct{}, 1),
 		buckets:   make(map[netip.Addr]*bucket),
+		fwdBucket: make(map[netip.Addr]*bucket),
 		scheduled: make(map[pendingKey]bool),
 		perSource: make(map[netip.Addr]int),
 	}
@@ -114,14 +117,73 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
+// AddSibling makes addr, the primary address of another probe server, a
+// sibling of s at run time: s forwards PEER-SEND requests naming addr to it,
+// and accepts PEER-FORWARD from it. Siblings must list each other. It
+// returns an error for an invalid address; adding a sibling twice is not
+// an error.
+func (s *Server) AddSibling(addr netip.AddrPort) error {
+	a, err := siblingAddr(addr)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.siblings[a] = true
+	s.mu.Unlock()
+	return nil
+}
+
+// RemoveSibling forgets the sibling at addr: from then on s neither
+// forwards to it nor accepts its PEER-FORWARD. Removing an unknown address
+// does nothing.
+func (s *Server) RemoveSibling(addr netip.AddrPort) {
+	a := netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.siblings, a)
+	for o := range s.siblings {
+		if o.Addr() == a.Addr() {
+			return
+		}
+	}
+	delete(s.fwdBucket, a.Addr())
+}
+
+// Siblings returns the primary addresses of the server's siblings, in no
+// particular order.
+func (s *Server) Siblings() []netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]netip.AddrPort, 0, len(s.siblings))
+	for a := range s.siblings {
+		out = append(out, a)
+	}
+	return out
+}
+
+func (s *Server) isSibling(a netip.AddrPort) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.siblings[a]
+}
+
+// siblingAddr validates a sibling's address and unmaps it.
+func siblingAddr(a netip.AddrPort) (netip.AddrPort, error) {
+	ip := a.Addr().Unmap()
+	if !ip.IsValid() || a.Port() == 0 || ip.IsUnspecified() || ip.IsMulticast() {
+		return netip.AddrPort{}, fmt.Errorf("probe: invalid sibling %v", a)
+	}
+	return netip.AddrPortFrom(ip, a.Port()), nil
+}
+
 // ServerStats counts what a server received, sent and dropped.
 type ServerStats struct {
 	Received, Sent           uint64 // datagrams
 	BytesReceived, BytesSent uint64
 	// Dropped, by reason: not a well-formed message (or too long); a
 	// request shorter than RequestSize; an answer type or PEER-FORWARD from
-	// a stranger; over the source's rate; an answer over the request's
-	// byte budget.
+	// a stranger; over the source's rate (or a sibling's forwarding
+	// rate); an answer over the request's byte budget.
 	Malformed, Short, Ignored, RateLimited, OverBudget uint64
 	// Refused counts DELAYED and PEER-SEND requests refused by a limit or
 	// an unknown sibling; Scheduled the DELAYED answers scheduled;
@@ -277,7 +339,7 @@ func (s *Server) handleDelayed(idx int, m message, src netip.AddrPort, budget in
 func (s *Server) handlePeerSend(idx int, m message, src netip.AddrPort, budget int) {
 	sib := netip.AddrPortFrom(m.Addr.Addr().Unmap(), m.Addr.Port())
 	ack := message{Type: typePeerSendAck, TxID: m.TxID, Status: statusOK}
-	if !s.siblings[sib] {
+	if !s.isSibling(sib) {
 		ack.Status = statusUnknownSibling
 		s.stats.refused.Add(1)
 		s.send(idx, ack, src, &budget)
@@ -295,8 +357,14 @@ func (s *Server) handlePeerSend(idx int, m message, src netip.AddrPort, budget i
 
 // handleForward sends PEER-SEND-RESPONSE for a sibling's PEER-FORWARD.
 func (s *Server) handleForward(idx int, m message, src netip.AddrPort) {
-	if idx != 0 || !s.siblings[src] {
+	if idx != 0 || !s.isSibling(src) {
 		s.stats.ignored.Add(1)
+		return
+	}
+	// A sibling may forward only so much: a sibling that misbehaves (or
+	// whose address is spoofed) cannot make this server send much.
+	if !s.allowForward(src.Addr()) {
+		s.stats.rateLimited.Add(1)
 		return
 	}
 	target := netip.AddrPortFrom(m.Addr.Addr().Unmap(), m.Addr.Port())
@@ -387,6 +455,26 @@ func (s *Server) allow(ip netip.Addr) bool {
 		}
 		b = &bucket{tokens: burst, last: now}
 		s.buckets[ip] = b
+	}
+	b.refill(now, rate, burst)
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// allowForward takes a token from the forwarding bucket of sibling ip.
+func (s *Server) allowForward(ip netip.Addr) bool {
+	now := s.clock.Now()
+	rate, burst := s.limits.ForwardRate, float64(s.limits.ForwardBurst)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.fwdBucket[ip]
+	if b == nil {
+		// Siblings are few and configured, so the map is bounded by them.
+		b = &bucket{tokens: burst, last: now}
+		s.fwdBucket[ip] = b
 	}
 	b.refill(now, rate, burst)
 	if b.tokens < 1 {
