@@ -20,19 +20,35 @@ import (
 
 // NATStatus is what the node learned about its NAT.
 type NATStatus struct {
-	Mapping          string        `json:"mapping"`
-	Filtering        string        `json:"filtering"`
-	PortPattern      string        `json:"port_pattern,omitempty"`
-	Confidence       float64       `json:"confidence"`
-	UDPTimeout       time.Duration `json:"udp_timeout_ns,omitempty"`
-	UDPTimeoutLower  time.Duration `json:"udp_timeout_lower_ns,omitempty"`
-	UDPTimeoutUpper  time.Duration `json:"udp_timeout_upper_ns,omitempty"`
-	ProbeServers     int           `json:"probe_servers"`
-	Error            string        `json:"error,omitempty"`
-	TimeoutMeasuring bool          `json:"timeout_measuring,omitempty"`
+	Mapping   string `json:"mapping"`
+	Filtering string `json:"filtering"`
+	// MappingAmbiguousWith and FilteringAmbiguousWith, when set, name the
+	// behaviour the probe servers found could not tell Mapping and
+	// Filtering from: the behaviour is undetermined between the two (the
+	// node's record then says unknown). See probe.Result.
+	MappingAmbiguousWith   string        `json:"mapping_ambiguous_with,omitempty"`
+	FilteringAmbiguousWith string        `json:"filtering_ambiguous_with,omitempty"`
+	PortPattern            string        `json:"port_pattern,omitempty"`
+	Confidence             float64       `json:"confidence"`
+	UDPTimeout             time.Duration `json:"udp_timeout_ns,omitempty"`
+	UDPTimeoutLower        time.Duration `json:"udp_timeout_lower_ns,omitempty"`
+	UDPTimeoutUpper        time.Duration `json:"udp_timeout_upper_ns,omitempty"`
+	ProbeServers           int           `json:"probe_servers"`
+	Error                  string        `json:"error,omitempty"`
+	TimeoutMeasuring       bool          `json:"timeout_measuring,omitempty"`
 }
 
-func toDHTBehavior(b probe.Behavior) dht.Behavior {
+// surveyServers is how many probe servers the survey is given: two at
+// distinct addresses are needed, and more let Classify skip one that does
+// not answer or find the first one's sibling.
+const surveyServers = 4
+
+// toDHTBehavior is what the record says of a behaviour: unknown when it was
+// not told apart from ambiguous.
+func toDHTBehavior(b, ambiguous probe.Behavior) dht.Behavior {
+	if ambiguous != probe.BehaviorUnknown {
+		return dht.BehaviorUnknown
+	}
 	switch b {
 	case probe.EndpointIndependent:
 		return dht.EndpointIndependent
@@ -48,7 +64,7 @@ func toDHTBehavior(b probe.Behavior) dht.Behavior {
 func (n *Node) surveyNAT(ctx context.Context) {
 	socket := func() (net.PacketConn, error) { return net.ListenUDP("udp4", nil) }
 	cands := append(n.d.RoutingTablePeers(), n.h.Network().Peers()...)
-	servers, err := nat.FindProbeServers(ctx, n.h, n.s.scope, cands, 2)
+	servers, err := nat.FindProbeServers(ctx, n.h, n.s.scope, cands, surveyServers)
 	if err != nil {
 		n.setNAT(func(st *NATStatus) { st.Error = err.Error() })
 		return
@@ -64,11 +80,13 @@ func (n *Node) surveyNAT(ctx context.Context) {
 	}
 	n.setNAT(func(st *NATStatus) {
 		*st = NATStatus{Mapping: res.Mapping.String(), Filtering: res.Filtering.String(),
+			MappingAmbiguousWith: ambiguousText(res.MappingAmbiguousWith), FilteringAmbiguousWith: ambiguousText(res.FilteringAmbiguousWith),
 			PortPattern: string(res.PortPattern), Confidence: res.Confidence, ProbeServers: res.Servers,
 			TimeoutMeasuring: true}
 	})
 	n.mu.Lock()
-	n.natInfo.Mapping, n.natInfo.Filtering = toDHTBehavior(res.Mapping), toDHTBehavior(res.Filtering)
+	n.natInfo.Mapping = toDHTBehavior(res.Mapping, res.MappingAmbiguousWith)
+	n.natInfo.Filtering = toDHTBehavior(res.Filtering, res.FilteringAmbiguousWith)
 	n.mu.Unlock()
 	n.triggerPublish()
 
@@ -88,6 +106,14 @@ func (n *Node) surveyNAT(ctx context.Context) {
 	n.natInfo.UDPTimeout = tr.Estimate.Truncate(time.Second)
 	n.mu.Unlock()
 	n.triggerPublish()
+}
+
+// ambiguousText is the status text of an ambiguity: "" for none.
+func ambiguousText(b probe.Behavior) string {
+	if b == probe.BehaviorUnknown {
+		return ""
+	}
+	return b.String()
 }
 
 func (n *Node) setNAT(f func(*NATStatus)) {
