@@ -494,21 +494,24 @@ func filteringVerdict(testAlt, gotAlt, sibling, checked, gotPeer bool) verdict {
 }
 
 // vote returns the behaviour most samples saw, the neighbouring behaviour
-// they could not rule out, and the confidence in it.
+// they could not rule out (when no sample that saw it was sure), and the
+// confidence in it.
 func vote(vs []verdict) (best, or Behavior, conf float64) {
 	if len(vs) == 0 {
 		return BehaviorUnknown, BehaviorUnknown, 0
 	}
-	count := map[Behavior]int{}
+	count, sureCount := map[Behavior]int{}, map[Behavior]int{}
 	unsure := map[Behavior]Behavior{}
 	for _, v := range vs {
-		if v.b == BehaviorUnknown {
+		switch {
+		case v.b == BehaviorUnknown:
 			continue
-		}
-		count[v.b]++
-		if !v.sure() && unsure[v.b] == BehaviorUnknown {
+		case v.sure():
+			sureCount[v.b]++
+		case unsure[v.b] == BehaviorUnknown:
 			unsure[v.b] = v.or
 		}
+		count[v.b]++
 	}
 	n := 0
 	for _, b := range []Behavior{EndpointIndependent, AddressDependent, AddressAndPortDependent} {
@@ -520,7 +523,8 @@ func vote(vs []verdict) (best, or Behavior, conf float64) {
 		return best, BehaviorUnknown, 0
 	}
 	conf = float64(n) / float64(len(vs))
-	if or = unsure[best]; or != BehaviorUnknown {
+	if sureCount[best] == 0 {
+		or = unsure[best]
 		conf /= 2
 	}
 	return best, or, conf

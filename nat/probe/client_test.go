@@ -225,7 +225,10 @@ func TestVerdicts(t *testing.T) {
 		c    float64
 	}{
 		{[]verdict{sure(EndpointIndependent), sure(EndpointIndependent), sure(AddressDependent)}, EndpointIndependent, BehaviorUnknown, 2.0 / 3},
-		{[]verdict{either(AddressDependent, EndpointIndependent), sure(AddressDependent)}, AddressDependent, EndpointIndependent, 0.5},
+		{[]verdict{either(AddressDependent, EndpointIndependent), either(AddressDependent, EndpointIndependent), sure(EndpointIndependent)},
+			AddressDependent, EndpointIndependent, 1.0 / 3},
+		// A sample that could not tell agrees with one that could.
+		{[]verdict{either(AddressDependent, EndpointIndependent), sure(AddressDependent)}, AddressDependent, BehaviorUnknown, 1},
 		{[]verdict{{}, {}}, BehaviorUnknown, BehaviorUnknown, 0},
 		{nil, BehaviorUnknown, BehaviorUnknown, 0},
 	}
