@@ -1,0 +1,118 @@
+package standby
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/p2pos/rendezvous/internal/natlab"
+)
+
+// flow is a conntrack entry: its original direction and its id.
+type flow struct {
+	proto    string
+	src, dst netip.AddrPort
+	id       string // conntrack's id; "" when the tool did not print it
+}
+
+func (f flow) key() string { return f.proto + " " + f.src.String() + " " + f.dst.String() }
+
+// readFlows lists the router's conntrack table with ids.
+func readFlows(ctx context.Context, r *natlab.Router) ([]flow, error) {
+	out, err := r.Command(ctx, "conntrack", "-L", "-o", "id").Output()
+	if err != nil {
+		return nil, fmt.Errorf("conntrack -L: %w", err)
+	}
+	return parseFlows(string(out)), nil
+}
+
+// parseFlows parses `conntrack -L -o id` output, one entry a line:
+//
+//	udp      17 29 src=192.168.1.2 dst=10.77.0.10 sport=4001 dport=4001 src=10.77.0.10 dst=10.77.1.1 sport=4001 dport=4001 [ASSURED] mark=0 use=1 id=3171264945
+//
+// The first src, dst, sport and dport are the original direction. Lines
+// without a complete original tuple are skipped.
+func parseFlows(out string) []flow {
+	var flows []flow
+	for _, line := range strings.Split(out, "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		f := flow{proto: fields[0]}
+		var src, dst netip.Addr
+		var sport, dport int = -1, -1
+		for _, kv := range fields[1:] {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				continue
+			}
+			switch k {
+			case "src":
+				if !src.IsValid() {
+					src, _ = netip.ParseAddr(v)
+				}
+			case "dst":
+				if !dst.IsValid() {
+					dst, _ = netip.ParseAddr(v)
+				}
+			case "sport":
+				if sport < 0 {
+					sport = port(v)
+				}
+			case "dport":
+				if dport < 0 {
+					dport = port(v)
+				}
+			case "id":
+				f.id = v
+			}
+		}
+		if !src.IsValid() || !dst.IsValid() || sport < 0 || dport < 0 {
+			continue
+		}
+		f.src, f.dst = netip.AddrPortFrom(src, uint16(sport)), netip.AddrPortFrom(dst, uint16(dport))
+		flows = append(flows, f)
+	}
+	return flows
+}
+
+// port parses a port number, or returns -2 (never matched, and not -1 so
+// that a later field does not replace it).
+func port(s string) int {
+	n, err := strconv.ParseUint(s, 10, 16)
+	if err != nil {
+		return -2
+	}
+	return int(n)
+}
+
+// flowsKept counts the flows at the start from port (the peer's libp2p
+// socket, which its standing connections use) to one of servers on port,
+// and how many of them are still there at the end: same tuple and same
+// conntrack id (a flow that expired and came back has a new id). It
+// describes the others in lost.
+func flowsKept(start, end []flow, servers []netip.Addr, port uint16) (n, kept int, lost []string) {
+	ids := map[string]string{}
+	for _, f := range end {
+		ids[f.key()] = f.id
+	}
+	for _, f := range start {
+		if f.src.Port() != port || f.dst.Port() != port || !slices.Contains(servers, f.dst.Addr()) {
+			continue
+		}
+		n++
+		switch id, ok := ids[f.key()]; {
+		case !ok:
+			lost = append(lost, f.key()+" gone")
+		case id != f.id:
+			lost = append(lost, f.key()+" replaced")
+		default:
+			kept++
+		}
+	}
+	return n, kept, lost
+}
