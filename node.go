@@ -50,6 +50,7 @@ type Node struct {
 	d         *dht.DHT
 	publisher atomic.Pointer[dht.Publisher]
 	service   *relay.Service
+	keeper    *dht.KeepService
 	reserver  *relay.Reserver
 	checker   *nat.Checker // answers dial-backs; checks our own unless forced
 	probes    *nat.ProbeService
@@ -72,6 +73,10 @@ type Node struct {
 	nat          *NATStatus              // guarded by mu; nil before a survey
 	natInfo      dht.NATInfo             // guarded by mu; what the record says of the NAT
 	surveyCancel context.CancelFunc      // guarded by mu
+	keep         KeepAliveStatus         // guarded by mu; counters of tend
+	tcpLower     time.Duration           // guarded by mu; proven TCP mapping lifetime
+	tcpUpper     time.Duration           // guarded by mu; 0: no expiry seen
+	noTCP        map[peer.ID]time.Time   // guarded by mu; relays whose TCP dial failed, when
 
 	closeOnce sync.Once
 	closeErr  error
@@ -124,6 +129,7 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 		cancel:     cancel,
 		reach:      s.reach,
 		advertised: map[string]struct{}{},
+		noTCP:      map[peer.ID]time.Time{},
 	}
 	defer func() {
 		if err != nil {
@@ -169,12 +175,14 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 		sopts = append(sopts, relay.WithResources(*s.relayResources))
 	}
 	n.service = relay.NewService(n.h, sopts...)
+	n.keeper = n.d.NewKeepService(nil)
 	n.probes = nat.NewProbeService(n.h)
 	if n.reserver, err = relay.NewReserver(n.h, n.relayCandidates,
 		relay.WithScope(s.scope),
 		relay.WithReservations(s.reservations),
 		relay.WithLogger(s.log),
 		relay.WithOnChange(n.relaysChanged),
+		relay.WithConnect(n.connectStanding),
 	); err != nil {
 		return nil, err
 	}
@@ -206,13 +214,14 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 		return nil, err
 	}
 	n.applyReachability()
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.watch(sub)
+	go n.tend()
 
 	if err := n.bootstrap(ctx); err != nil {
 		return nil, err
 	}
-	pub, err := n.d.NewPublisher(n.recordContent, n.published)
+	pub, err := n.d.NewPublisher(n.recordContent, n.published, dht.WithKeepers(n.relayIDs))
 	if err != nil {
 		return nil, err
 	}
@@ -400,6 +409,7 @@ func (n *Node) applyReachability() {
 	if err := n.service.SetEnabled(public); err != nil && !errors.Is(err, relay.ErrServiceClosed) {
 		n.log.Warnw("relay service", "error", err)
 	}
+	n.keeper.SetEnabled(public)
 	n.reserver.SetEnabled(!public)
 	if err := n.probes.SetEnabled(public); err != nil && !errors.Is(err, net.ErrClosed) {
 		n.log.Warnw("probe service", "error", err)
@@ -426,6 +436,16 @@ func (n *Node) relayCandidates() []peer.ID {
 		if ok, _ := n.h.Peerstore().SupportsProtocols(p, dht.KadProtocol); len(ok) > 0 {
 			out = append(out, p)
 		}
+	}
+	return out
+}
+
+// relayIDs are the relays we hold reservations on: the keepers of our
+// record.
+func (n *Node) relayIDs() []peer.ID {
+	var out []peer.ID
+	for _, r := range n.reserver.Reservations() {
+		out = append(out, r.Relay)
 	}
 	return out
 }
@@ -469,7 +489,8 @@ func (n *Node) directAddrs() []ma.Multiaddr {
 }
 
 func (n *Node) published(ev dht.PublishEvent) {
-	ps := &PublishStatus{Time: time.Now(), Holders: len(ev.Result.Holders), Fresh: ev.Result.Fresh,
+	ps := &PublishStatus{Time: time.Now(), Holders: max(len(ev.Result.Holders), ev.Result.Stored),
+		Keepers: len(ev.Result.Keepers), Fresh: ev.Result.Fresh,
 		RPCs: ev.Result.Stats.RPCs, Bytes: ev.Result.Stats.Bytes()}
 	if ev.Record != nil {
 		ps.Seq = ev.Record.Seq
@@ -541,6 +562,9 @@ func (n *Node) Close() error {
 		}
 		if n.service != nil {
 			errs = append(errs, n.service.Close())
+		}
+		if n.keeper != nil {
+			errs = append(errs, n.keeper.Close())
 		}
 		if n.probes != nil {
 			errs = append(errs, n.probes.Close())

@@ -70,6 +70,8 @@ type settings struct {
 	log               *logging.ZapEventLogger
 	registerer        prometheus.Registerer
 	libp2pOpts        []libp2p.Option
+	tendEvery         time.Duration // how often standing connections are tended
+	reapAfter         time.Duration // idle time after which a DHT connection is closed
 }
 
 func defaultSettings() settings {
@@ -79,6 +81,20 @@ func defaultSettings() settings {
 		recordTTL:        dht.DefaultRecordTTL,
 		debounce:         dht.DefaultRepublishDebounce,
 		reservations:     relay.DefaultReservations,
+		tendEvery:        defaultTendEvery,
+		reapAfter:        defaultReapAfter,
+	}
+}
+
+// withStandbyTiming sets how often standing connections are tended and how
+// long a DHT connection may idle; tests shorten them.
+func withStandbyTiming(tend, reap time.Duration) Option {
+	return func(s *settings) error {
+		if tend <= 0 || reap <= 0 {
+			return errors.New("rendezvous: standby timing must be positive")
+		}
+		s.tendEvery, s.reapAfter = tend, reap
+		return nil
 	}
 }
 

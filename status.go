@@ -9,19 +9,20 @@ import (
 // Status is a snapshot of what a node is doing. It marshals to JSON as the
 // CLI prints it.
 type Status struct {
-	PeerID       string         `json:"peer_id"`
-	Addrs        []string       `json:"addrs"`
-	Scope        string         `json:"scope"`
-	Reachability string         `json:"reachability"`
-	DHTMode      string         `json:"dht_mode"`
-	RoutingTable int            `json:"routing_table"`
-	Connections  int            `json:"connections"`
-	RelayService bool           `json:"relay_service"`
-	Relays       []RelayStatus  `json:"relays,omitempty"`
-	Publish      *PublishStatus `json:"publish,omitempty"`
-	NAT          *NATStatus     `json:"nat,omitempty"`
-	Topics       []string       `json:"topics,omitempty"`
-	Bootstrap    []string       `json:"bootstrap_errors,omitempty"`
+	PeerID       string           `json:"peer_id"`
+	Addrs        []string         `json:"addrs"`
+	Scope        string           `json:"scope"`
+	Reachability string           `json:"reachability"`
+	DHTMode      string           `json:"dht_mode"`
+	RoutingTable int              `json:"routing_table"`
+	Connections  int              `json:"connections"`
+	RelayService bool             `json:"relay_service"`
+	Relays       []RelayStatus    `json:"relays,omitempty"`
+	Publish      *PublishStatus   `json:"publish,omitempty"`
+	NAT          *NATStatus       `json:"nat,omitempty"`
+	KeepAlive    *KeepAliveStatus `json:"keepalive,omitempty"`
+	Topics       []string         `json:"topics,omitempty"`
+	Bootstrap    []string         `json:"bootstrap_errors,omitempty"`
 }
 
 // RelayStatus is a relay reservation the node holds.
@@ -39,6 +40,7 @@ type PublishStatus struct {
 	Addrs      []string  `json:"addrs"`
 	RelayAddrs []string  `json:"relay_addrs"`
 	Holders    int       `json:"holders"`
+	Keepers    int       `json:"keepers,omitempty"` // relays that took the record to keep it
 	Fresh      bool      `json:"fresh_lookup"`
 	RPCs       int64     `json:"rpcs"`
 	Bytes      int64     `json:"bytes"`
@@ -57,6 +59,7 @@ func (n *Node) Status() Status {
 		Connections:  len(n.h.Network().Conns()),
 		RelayService: n.service.Enabled(),
 		Relays:       n.relayStatus(),
+		KeepAlive:    n.keepAliveStatus(),
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -95,16 +98,18 @@ const (
 	EventRelays       EventType = "relays"
 	EventReachability EventType = "reachability"
 	EventNAT          EventType = "nat"
+	EventKeepAlive    EventType = "keepalive" // standing connections or their keep-alive changed
 )
 
 // Event is a change in a node's status.
 type Event struct {
-	Type         EventType      `json:"event"`
-	Time         time.Time      `json:"time"`
-	Reachability string         `json:"reachability,omitempty"`
-	Relays       []RelayStatus  `json:"relays,omitempty"`
-	Publish      *PublishStatus `json:"publish,omitempty"`
-	NAT          *NATStatus     `json:"nat,omitempty"`
+	Type         EventType        `json:"event"`
+	Time         time.Time        `json:"time"`
+	Reachability string           `json:"reachability,omitempty"`
+	Relays       []RelayStatus    `json:"relays,omitempty"`
+	Publish      *PublishStatus   `json:"publish,omitempty"`
+	NAT          *NATStatus       `json:"nat,omitempty"`
+	KeepAlive    *KeepAliveStatus `json:"keepalive,omitempty"`
 }
 
 // Subscribe returns a channel of status events and a function that ends the

@@ -26,6 +26,11 @@ type PublishResult struct {
 	Fresh bool
 	// Stats counts the requests of the publish, lookup included.
 	Stats Stats
+	// Keepers are the peers that took the record to keep it (see
+	// KeepProtocol); Stored is the most servers one of them stored it on.
+	// Holders is empty then.
+	Keepers []peer.ID
+	Stored  int
 }
 
 // PublishRecord signs r with the node's key and stores it on the closest
@@ -44,10 +49,22 @@ func (d *DHT) PublishRecord(ctx context.Context, r *Record, holders []peer.ID) (
 	if _, err := d.validator.Verify(key, data); err != nil {
 		return PublishResult{}, fmt.Errorf("dht: own record invalid: %w", err)
 	}
+	d.rememberHolderAddrs(holders)
+	res, err := d.storeSealed(ctx, key, data, holders)
+	if err != nil {
+		return res, err
+	}
+	d.saveHolderAddrs(res.Holders)
+	d.cache.put(r)
+	return res, nil
+}
+
+// storeSealed stores a sealed record on the closest servers to key: straight
+// on the holders if they are still the closest, else on those a lookup
+// finds.
+func (d *DHT) storeSealed(ctx context.Context, key string, data []byte, holders []peer.ID) (PublishResult, error) {
 	var ops counters
 	ctx = withStats(ctx, &ops)
-
-	d.rememberHolderAddrs(holders)
 	res := PublishResult{}
 	targets := d.stillClosest(ctx, key, holders)
 	for {
@@ -74,8 +91,6 @@ func (d *DHT) PublishRecord(ctx context.Context, r *Record, holders []peer.ID) (
 	if len(res.Holders) == 0 {
 		return res, ErrNoHolders
 	}
-	d.saveHolderAddrs(res.Holders)
-	d.cache.put(r)
 	return res, nil
 }
 

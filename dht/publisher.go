@@ -54,10 +54,11 @@ type PublishEvent struct {
 // (debounced), and before the record expires. Its goroutine is owned by the
 // Publisher and ends with Close.
 type Publisher struct {
-	d      *DHT
-	source func() Content
-	notify func(PublishEvent)
-	seq    *seqSource
+	d       *DHT
+	source  func() Content
+	notify  func(PublishEvent)
+	seq     *seqSource
+	keepers func() []peer.ID
 
 	trigger chan struct{}
 	cancel  context.CancelFunc
@@ -71,9 +72,21 @@ type Publisher struct {
 	lastErr error     // guarded by mu
 }
 
+// PublisherOption configures a Publisher.
+type PublisherOption func(*Publisher)
+
+// WithKeepers makes the Publisher hand its record to keepers (see
+// KeepProtocol) instead of storing it itself, whenever one of the peers
+// keepers returns serves KeepProtocol: a NATed node's relays. Records handed
+// over live DefaultKeptTTL (or the record TTL if longer). When no keeper
+// takes the record, the Publisher stores it itself.
+func WithKeepers(keepers func() []peer.ID) PublisherOption {
+	return func(p *Publisher) { p.keepers = keepers }
+}
+
 // NewPublisher starts publishing the record built from source. notify, if
 // not nil, is called after every attempt, from the Publisher's goroutine.
-func (d *DHT) NewPublisher(source func() Content, notify func(PublishEvent)) (*Publisher, error) {
+func (d *DHT) NewPublisher(source func() Content, notify func(PublishEvent), opts ...PublisherOption) (*Publisher, error) {
 	if d.isClosed() {
 		return nil, ErrClosed
 	}
@@ -91,6 +104,9 @@ func (d *DHT) NewPublisher(source func() Content, notify func(PublishEvent)) (*P
 		cancel:  cancel,
 		done:    make(chan struct{}),
 		ready:   make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(p)
 	}
 	go p.run(ctx)
 	return p, nil
@@ -157,8 +173,8 @@ func (p *Publisher) run(ctx context.Context) {
 		p.mu.Unlock()
 		now := p.d.s.now()
 		if !forced && last != nil && c.equal(Content{last.Addrs, last.RelayAddrs, last.NAT}) &&
-			now.Before(last.Issued.Add(p.d.s.ttl/2)) {
-			wake(last.Issued.Add(p.d.s.ttl / 2).Sub(now))
+			now.Before(halfLife(last)) {
+			wake(halfLife(last).Sub(now))
 			continue
 		}
 		rec, res, err := p.publishOnce(ctx, c)
@@ -178,20 +194,31 @@ func (p *Publisher) run(ctx context.Context) {
 		retry = minRetry
 		forced = false
 		p.once.Do(func() { close(p.ready) })
-		wake(rec.Issued.Add(p.d.s.ttl / 2).Sub(p.d.s.now()))
+		wake(halfLife(rec).Sub(p.d.s.now()))
 	}
 }
+
+// halfLife is when a record is due for republishing.
+func halfLife(r *Record) time.Time { return r.Issued.Add(r.Expires.Sub(r.Issued) / 2) }
 
 func (p *Publisher) publishOnce(ctx context.Context, c Content) (*Record, PublishResult, error) {
 	seq, err := p.seq.next()
 	if err != nil {
 		return nil, PublishResult{}, err
 	}
+	var keepers []peer.ID
+	if p.keepers != nil {
+		keepers = p.d.keepers(p.keepers())
+	}
+	ttl := p.d.s.ttl
+	if len(keepers) > 0 {
+		ttl = max(ttl, DefaultKeptTTL)
+	}
 	now := p.d.s.now()
 	rec := &Record{
 		Seq:        seq,
 		Issued:     now,
-		Expires:    now.Add(p.d.s.ttl),
+		Expires:    now.Add(ttl),
 		Addrs:      c.Addrs,
 		RelayAddrs: c.RelayAddrs,
 		NAT:        c.NAT,
@@ -217,6 +244,18 @@ func (p *Publisher) publishOnce(ctx context.Context, c Content) (*Record, Publis
 	p.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	if len(keepers) > 0 {
+		res, err := p.hand(ctx, rec, keepers)
+		if err == nil {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			p.lastErr, p.last, p.holders = nil, rec, nil
+			p.d.cache.put(rec)
+			return rec, res, nil
+		}
+		p.d.log.Debugw("no keeper took the record; storing it", "error", err)
+		rec.Expires = now.Add(p.d.s.ttl)
+	}
 	res, err := p.d.PublishRecord(ctx, rec, holders)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -226,6 +265,42 @@ func (p *Publisher) publishOnce(ctx context.Context, c Content) (*Record, Publis
 		p.holders = res.Holders
 	}
 	return rec, res, err
+}
+
+// hand gives the record to the keepers at once and succeeds when one of
+// them stored it.
+func (p *Publisher) hand(ctx context.Context, rec *Record, keepers []peer.ID) (PublishResult, error) {
+	data, err := rec.Seal(p.d.key)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	type answer struct {
+		keeper peer.ID
+		stored int
+		err    error
+	}
+	answers := make(chan answer, len(keepers))
+	for _, k := range keepers {
+		go func() {
+			n, err := p.d.HandRecord(ctx, k, data)
+			answers <- answer{k, n, err}
+		}()
+	}
+	var res PublishResult
+	var errs []error
+	for range keepers {
+		a := <-answers
+		if a.err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a.keeper, a.err))
+			continue
+		}
+		res.Keepers = append(res.Keepers, a.keeper)
+		res.Stored = max(res.Stored, a.stored)
+	}
+	if len(res.Keepers) == 0 {
+		return res, errors.Join(errs...)
+	}
+	return res, nil
 }
 
 // seqSource hands out sequence numbers that only grow: the clock in

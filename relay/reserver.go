@@ -38,6 +38,7 @@ type reserverSettings struct {
 	onChange func()
 	log      *logging.ZapEventLogger
 	timeout  time.Duration
+	connect  func(context.Context, peer.ID) error
 }
 
 // ReserverOption configures a Reserver.
@@ -52,6 +53,14 @@ func WithScope(sc scope.Scope) ReserverOption { return func(s *reserverSettings)
 // WithOnChange sets a function called (from the Reserver's goroutine) when
 // the set of reservations changes.
 func WithOnChange(f func()) ReserverOption { return func(s *reserverSettings) { s.onChange = f } }
+
+// WithConnect sets how the Reserver connects to a relay before reserving
+// on it: a caller that wants the standing connection on a given transport
+// makes it here. An error skips the relay for now. Default: the reservation
+// connects as libp2p would.
+func WithConnect(f func(ctx context.Context, relay peer.ID) error) ReserverOption {
+	return func(s *reserverSettings) { s.connect = f }
+}
 
 // WithLogger sets the logger.
 func WithLogger(l *logging.ZapEventLogger) ReserverOption {
@@ -169,7 +178,7 @@ func (r *Reserver) Close() error {
 
 const (
 	failBackoff = 30 * time.Second
-	renewBefore = 0.5 // renew when less than this fraction of the TTL is left
+	renewBefore = 0.25 // renew when less than this fraction of the TTL is left
 	idleCheck   = time.Minute
 )
 
@@ -239,7 +248,7 @@ func (r *Reserver) maintain(ctx context.Context) time.Duration {
 		if r.h.Network().Connectedness(id) != network.Connected || !now.Before(res.Expires) {
 			r.s.log.Infow("relay lost", "relay", id)
 			delete(r.held, id)
-			r.h.ConnManager().Unprotect(id, protectTag)
+			r.h.ConnManager().Unprotect(id, ProtectTag)
 			r.backoff[id] = now.Add(failBackoff)
 			changed = true
 			continue
@@ -264,7 +273,7 @@ func (r *Reserver) maintain(ctx context.Context) time.Duration {
 		r.mu.Lock()
 		if err != nil {
 			delete(r.held, id)
-			r.h.ConnManager().Unprotect(id, protectTag)
+			r.h.ConnManager().Unprotect(id, ProtectTag)
 			r.backoff[id] = now.Add(failBackoff)
 			changed = true
 		} else {
@@ -306,7 +315,9 @@ func (r *Reserver) maintain(ctx context.Context) time.Duration {
 	return max(next, time.Second)
 }
 
-const protectTag = "rendezvous-relay"
+// ProtectTag is the connection-manager tag the Reserver protects relays
+// with, from the start of a reservation until it is dropped.
+const ProtectTag = "rendezvous-relay"
 
 // pick returns the best candidate relay: connected and speaking the hop
 // protocol first, lowest latency first.
@@ -363,6 +374,25 @@ func (r *Reserver) connAddr(id peer.ID) ma.Multiaddr {
 func (r *Reserver) reserve(ctx context.Context, id peer.ID) (*Reservation, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.s.timeout)
 	defer cancel()
+	r.h.ConnManager().Protect(id, ProtectTag)
+	res, err := r.reserveProtected(ctx, id)
+	if err != nil {
+		r.mu.Lock()
+		held := r.held[id] != nil
+		r.mu.Unlock()
+		if !held {
+			r.h.ConnManager().Unprotect(id, ProtectTag)
+		}
+	}
+	return res, err
+}
+
+func (r *Reserver) reserveProtected(ctx context.Context, id peer.ID) (*Reservation, error) {
+	if r.s.connect != nil {
+		if err := r.s.connect(ctx, id); err != nil {
+			return nil, err
+		}
+	}
 	ai := peer.AddrInfo{ID: id, Addrs: r.s.scope.Filter(r.h.Peerstore().Addrs(id))}
 	rsv, err := client.Reserve(ctx, r.h, ai)
 	if err != nil {
@@ -384,7 +414,6 @@ func (r *Reserver) reserve(ctx context.Context, id peer.ID) (*Reservation, error
 	if err != nil {
 		return nil, err
 	}
-	r.h.ConnManager().Protect(id, protectTag)
 	return &Reservation{Relay: id, Addr: addr, Expires: rsv.Expiration, Circuit: circ,
 		granted: time.Until(rsv.Expiration)}, nil
 }
@@ -393,7 +422,7 @@ func (r *Reserver) dropAll() {
 	r.mu.Lock()
 	changed := len(r.held) > 0
 	for id := range r.held {
-		r.h.ConnManager().Unprotect(id, protectTag)
+		r.h.ConnManager().Unprotect(id, ProtectTag)
 	}
 	clear(r.held)
 	r.mu.Unlock()

@@ -4,18 +4,30 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
 	circuit "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/p2pos/rendezvous/scope"
 )
 
+// DefaultReservationTTL is how long a reservation lasts before the peer
+// must renew it. circuit relay v2's default is one hour; a reservation also
+// ends when the peer disconnects, so a longer one only spares idle peers
+// renewals (a few hundred bytes each).
+const DefaultReservationTTL = 4 * time.Hour
+
 // DefaultResources are the relay limits of a Service: circuit relay v2's
 // defaults, which suit connection setup (2 min and 128 KiB per relayed
-// connection).
-func DefaultResources() circuit.Resources { return circuit.DefaultResources() }
+// connection), with reservations lasting DefaultReservationTTL.
+func DefaultResources() circuit.Resources {
+	r := circuit.DefaultResources()
+	r.ReservationTTL = DefaultReservationTTL
+	return r
+}
 
 type serviceSettings struct {
 	resources circuit.Resources
@@ -104,3 +116,6 @@ func (s *Service) Close() error {
 	s.relay = nil
 	return err
 }
+
+// HopProtocol is the circuit relay v2 protocol relays serve.
+const HopProtocol = proto.ProtoIDv2Hop

@@ -1,0 +1,68 @@
+package rendezvous_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/p2pos/rendezvous"
+	"github.com/p2pos/rendezvous/internal/testnet"
+	"github.com/p2pos/rendezvous/nat/keepalive"
+	"github.com/p2pos/rendezvous/relay"
+)
+
+// A private node holds its relays over TCP, with the keep-alive it computed
+// on those sockets, and closes its idle connections to other DHT servers.
+func TestStandbyKeepsTCPRelaysAndReapsTheRest(t *testing.T) {
+	ctx := testContext(t, 90*time.Second)
+	tn := newNetwork(t, ctx, testnet.Config{Public: 4, Transport: testnet.Both})
+	opts := append(testnet.BaseOptions(testnet.Both),
+		rendezvous.WithBootstrap(tn.Bootstrap()...),
+		rendezvous.WithReachability(rendezvous.ReachabilityPrivate),
+		rendezvous.WithStandbyTiming(100*time.Millisecond, 500*time.Millisecond),
+	)
+	n, err := rendezvous.New(ctx, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+
+	var st rendezvous.Status
+	err = testnet.WaitStatus(ctx, n, func(s rendezvous.Status) bool {
+		st = s
+		k := s.KeepAlive
+		if k == nil || k.Standing != relay.DefaultReservations || len(s.Relays) != relay.DefaultReservations {
+			return false
+		}
+		// Only the standing connections are left.
+		return s.Connections == relay.DefaultReservations
+	})
+	if err != nil {
+		for _, c := range n.Host().Network().Conns() {
+			var ps []string
+			for _, s := range c.GetStreams() {
+				ps = append(ps, string(s.Protocol()))
+			}
+			t.Logf("conn %s %s %v protected=%v streams=%v", c.RemotePeer(), c.RemoteMultiaddr(), c.Stat().Direction,
+				n.Host().ConnManager().IsProtected(c.RemotePeer(), relay.ProtectTag), ps)
+		}
+		t.Fatalf("%v; last status: %+v keepalive %+v", err, st, st.KeepAlive)
+	}
+	if st.KeepAlive.Reaped == 0 {
+		t.Fatalf("nothing reaped: %+v", st.KeepAlive)
+	}
+	if st.KeepAlive.Basis != "initial" || st.KeepAlive.Idle != 30*time.Second {
+		t.Fatalf("keep-alive before anything is known: %+v", st.KeepAlive)
+	}
+	for _, r := range st.Relays {
+		id, err := peer.Decode(r.Relay)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns := n.Host().Network().ConnsToPeer(id)
+		if len(conns) != 1 || !keepalive.IsTCP(conns[0]) {
+			t.Fatalf("relay %s: connections %v, want one TCP connection", id, conns)
+		}
+	}
+}
