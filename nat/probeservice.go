@@ -57,6 +57,7 @@ const (
 // probeSettings is what ProbeServiceOptions write into.
 type probeSettings struct {
 	scope       scope.Scope
+	scopeSet    bool // scope was given: public addresses are known
 	log         *logging.ZapEventLogger
 	maxSiblings int
 	// interfaceAddrs lists the host's interface addresses (replaced in
@@ -71,11 +72,15 @@ type probeSettings struct {
 type ProbeServiceOption func(*probeSettings)
 
 // WithProbeScope sets which of the host's interface addresses count as
-// public (default: the internet's). With two or more, the service runs a
-// probe server on two of them, siblings of each other, so that a single
-// public host can tell every NAT behaviour apart.
+// public. With two or more, the service runs a probe server on two of them,
+// siblings of each other, so that a single public host can tell every NAT
+// behaviour apart. With none (a host public only through a port mapping,
+// which does not cover the probe ports), it runs no server. Without this
+// option the addresses public on the internet count, and a host with none
+// still runs one server, on all IPv4 addresses, since its network may
+// count other addresses as public.
 func WithProbeScope(sc scope.Scope) ProbeServiceOption {
-	return func(s *probeSettings) { s.scope = sc }
+	return func(s *probeSettings) { s.scope, s.scopeSet = sc, true }
 }
 
 // WithProbeLogger sets the logger.
@@ -95,11 +100,11 @@ func WithMaxSiblings(n int) ProbeServiceOption {
 }
 
 // ProbeService runs probe servers (package probe) while enabled and tells
-// peers where they are. Each server has two UDP ports. A host with no
-// public IPv4 address (see WithProbeScope) runs one server on all IPv4
-// addresses, a host with one runs it on that address, and a host with two
-// or more runs one on each of two of them, siblings of each other. The
-// addresses are read when the service is enabled.
+// peers where they are. Each server has two UDP ports. A host with one
+// public IPv4 address (see WithProbeScope) runs one server on it, and a
+// host with two or more runs one on each of two of them, siblings of each
+// other; a host with none runs none (without WithProbeScope: one on all
+// IPv4 addresses). The addresses are read when the service is enabled.
 //
 // While enabled, the service also makes the probe servers of the peers it
 // is connected to siblings of its own, so that clients can tell
@@ -181,6 +186,14 @@ func (s *ProbeService) start() error {
 	if err != nil {
 		return fmt.Errorf("nat: probe server: %w", err)
 	}
+	if len(servers) == 0 {
+		// Enabled, with nothing to serve: no protocol to announce.
+		s.mu.Lock()
+		s.servers, s.cancel = []*localServer{}, func() {}
+		s.mu.Unlock()
+		s.s.log.Infow("no probe server: no public IPv4 interface address", "scope", s.s.scope)
+		return nil
+	}
 	sub, err := s.h.EventBus().Subscribe([]any{
 		new(event.EvtPeerIdentificationCompleted),
 		new(event.EvtPeerProtocolsUpdated),
@@ -253,12 +266,16 @@ func (s *ProbeService) Servers() []netip.AddrPort {
 }
 
 // startServers starts the host's probe servers: on all IPv4 addresses
-// when the host has no public IPv4 address; on that address when it has
-// one, so that answers leave from the address clients know; on two of them
-// when it has more, made siblings of each other.
+// when the public addresses are not known (no WithProbeScope), none when
+// the host has no public IPv4 address; on that address when it has one, so
+// that answers leave from the address clients know; on two of them when it
+// has more, made siblings of each other.
 func (s *ProbeService) startServers() ([]*localServer, error) {
 	ips := s.publicIPv4()
 	if len(ips) == 0 {
+		if s.s.scopeSet {
+			return nil, nil
+		}
 		ips = []netip.Addr{{}}
 	}
 	ips = ips[:min(len(ips), maxLocalServers)]

@@ -270,6 +270,34 @@ func TestProbeServiceTwoAddresses(t *testing.T) {
 	}
 }
 
+// TestProbeServiceNoPublicAddress: a host with no public address (one
+// public only through a port mapping) runs no probe server, and does not
+// announce one; without a scope, it runs one on all addresses.
+func TestProbeServiceNoPublicAddress(t *testing.T) {
+	h := newHost(t, "127.0.0.1")
+	svc := newService(t, h, "192.168.1.2")
+	if err := svc.SetEnabled(true); err != nil {
+		t.Fatal(err)
+	}
+	if got := svc.Servers(); len(got) != 0 || slices.Contains(h.Mux().Protocols(), ProbeProtocol) {
+		t.Errorf("servers %v, protocols %v", got, h.Mux().Protocols())
+	}
+	if err := svc.SetEnabled(false); err != nil {
+		t.Fatal(err)
+	}
+
+	unscoped := NewProbeService(h, func(s *probeSettings) {
+		s.interfaceAddrs = func() ([]netip.Addr, error) { return []netip.Addr{netip.MustParseAddr("192.168.1.2")}, nil }
+	})
+	defer unscoped.Close()
+	if err := unscoped.SetEnabled(true); err != nil {
+		t.Fatal(err)
+	}
+	if got := unscoped.Servers(); len(got) != 1 || !got[0].Addr().IsUnspecified() || !slices.Contains(h.Mux().Protocols(), ProbeProtocol) {
+		t.Errorf("without a scope: servers %v", got)
+	}
+}
+
 func TestParseProbeAnswer(t *testing.T) {
 	tests := []struct {
 		hex   string

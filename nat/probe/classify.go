@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -119,10 +120,13 @@ func either(b, or Behavior) verdict { return verdict{b: b, or: or} }
 func (v verdict) sure() bool        { return v.or == BehaviorUnknown }
 func (v verdict) String() string    { return v.b.String() + "|" + v.or.String() }
 
-// classifier holds the state of one Classify call.
+// classifier holds the state of one Classify call. Only the filtering
+// samples run at once; they write nothing but the counters of res, which
+// mu guards.
 type classifier struct {
 	s      settings
 	socket func() (net.PacketConn, error)
+	mu     sync.Mutex
 	// a is the first server that answered, altPort its alternate port
 	// (0: none), altSeen whether that port answered a BINDING.
 	a       netip.AddrPort
@@ -184,15 +188,21 @@ func (c *classifier) run(ctx context.Context, servers []netip.AddrPort) error {
 		}
 		mapping = append(mapping, v)
 	}
-	if err := c.findSibling(ctx); err != nil {
+	c.res.Mapping, c.res.MappingAmbiguousWith, c.res.MappingConfidence = vote(mapping)
+	if err := c.findSibling(ctx, c.res.Mapping == EndpointIndependent); err != nil {
 		return err
 	}
-	for range c.s.samples {
-		v, err := c.filteringSample(ctx)
-		if err != nil {
-			return err
-		}
-		filtering = append(filtering, v)
+	// The filtering samples mostly wait for answers that a filtering NAT
+	// drops; their sockets are independent, so they wait at once.
+	filtering = make([]verdict, c.s.samples)
+	errs := make([]error, c.s.samples)
+	var wg sync.WaitGroup
+	for i := range c.s.samples {
+		wg.Go(func() { filtering[i], errs[i] = c.filteringSample(ctx) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	c.res.Samples = c.s.samples
 	c.res.Servers = 1
@@ -200,7 +210,6 @@ func (c *classifier) run(ctx context.Context, servers []netip.AddrPort) error {
 		c.res.Servers = 2
 	}
 	c.res.Siblings, c.res.SiblingChecked = c.sib.IsValid(), c.sibChecked
-	c.res.Mapping, c.res.MappingAmbiguousWith, c.res.MappingConfidence = vote(mapping)
 	c.res.Filtering, c.res.FilteringAmbiguousWith, c.res.FilteringConfidence = vote(filtering)
 	c.res.Confidence = min(c.res.MappingConfidence, c.res.FilteringConfidence)
 	c.res.PortPattern, c.res.PortConfidence = portPattern(c.mappings)
@@ -215,8 +224,10 @@ func (c *classifier) open(ctx context.Context) (*probeConn, func(), error) {
 		return nil, nil, err
 	}
 	return p, func() {
+		c.mu.Lock()
 		c.res.Packets += p.pkts
 		c.res.Bytes += p.nbytes
+		c.mu.Unlock()
 		p.close()
 	}, nil
 }
@@ -357,19 +368,25 @@ func (c *classifier) hairpin(ctx context.Context, p *probeConn, external netip.A
 // arrives, the forwarding path is known to work (sibChecked), and a packet
 // that does not arrive later was filtered. A candidate whose forwarded
 // packet does not arrive is kept only when no other one is checked.
-func (c *classifier) findSibling(ctx context.Context) error {
+//
+// The check can only succeed when the mapping is endpoint-independent;
+// otherwise (check false) a candidate is only asked to be accepted.
+func (c *classifier) findSibling(ctx context.Context, check bool) error {
 	candidates := c.others
 	if c.b.IsValid() {
 		candidates = append([]netip.AddrPort{c.b}, slices.DeleteFunc(slices.Clone(c.others),
 			func(o netip.AddrPort) bool { return o == c.b })...)
 	}
 	for _, cand := range candidates {
-		accepted, arrived, err := c.trySibling(ctx, cand)
+		accepted, arrived, err := c.trySibling(ctx, cand, check)
 		if err != nil {
 			return err
 		}
 		if accepted && !c.sib.IsValid() {
 			c.sib = cand
+		}
+		if accepted && !check {
+			return nil
 		}
 		if arrived {
 			c.sib, c.sibChecked = cand, true
@@ -380,7 +397,8 @@ func (c *classifier) findSibling(ctx context.Context) error {
 }
 
 // trySibling asks A to have cand send to a socket that has sent to cand.
-func (c *classifier) trySibling(ctx context.Context, cand netip.AddrPort) (accepted, arrived bool, err error) {
+// Without check, it returns once A accepted.
+func (c *classifier) trySibling(ctx context.Context, cand netip.AddrPort, check bool) (accepted, arrived bool, err error) {
 	p, done, err := c.open(ctx)
 	if err != nil {
 		return false, false, err
@@ -409,6 +427,9 @@ func (c *classifier) trySibling(ctx context.Context, cand netip.AddrPort) (accep
 			case m.Type == typePeerSendAck && sameHost(from, c.a):
 				if m.Status != statusOK {
 					return false, false, nil
+				}
+				if !check {
+					return true, false, nil
 				}
 				acked = true
 			case m.Type == typePeerSendResponse && sameHost(from, cand):
