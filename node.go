@@ -54,6 +54,7 @@ type Node struct {
 	reserver  *relay.Reserver
 	checker   *nat.Checker // answers dial-backs; checks our own unless forced
 	probes    *nat.ProbeService
+	holds     *nat.HoldService
 	keepers   []*portmap.Keeper // port mappings, in auto mode
 	tcp       *keepalive.Transport
 	reachEmit event.Emitter
@@ -77,6 +78,8 @@ type Node struct {
 	tcpLower     time.Duration           // guarded by mu; proven TCP mapping lifetime
 	tcpUpper     time.Duration           // guarded by mu; 0: no expiry seen
 	noTCP        map[peer.ID]time.Time   // guarded by mu; relays whose TCP dial failed, when
+	tcpStarted   bool                    // guarded by mu; TCP lifetime measured since the last reset
+	tcpCancel    context.CancelFunc      // guarded by mu; stops the TCP lifetime measurement
 
 	closeOnce sync.Once
 	closeErr  error
@@ -176,6 +179,7 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 	}
 	n.service = relay.NewService(n.h, sopts...)
 	n.keeper = n.d.NewKeepService(nil)
+	n.holds = nat.NewHoldService(n.h, s.log)
 	n.probes = nat.NewProbeService(n.h)
 	if n.reserver, err = relay.NewReserver(n.h, n.relayCandidates,
 		relay.WithScope(s.scope),
@@ -399,6 +403,7 @@ func (n *Node) verdict(v nat.Verdict) {
 	}
 	n.applyReachability()
 	n.restartSurvey(r)
+	n.resetTCPMeasure()
 	n.emit(Event{Type: EventReachability, Reachability: r.String()})
 	n.triggerPublish()
 }
@@ -410,6 +415,9 @@ func (n *Node) applyReachability() {
 		n.log.Warnw("relay service", "error", err)
 	}
 	n.keeper.SetEnabled(public)
+	if err := n.holds.SetEnabled(public); err != nil && !errors.Is(err, net.ErrClosed) {
+		n.log.Warnw("hold service", "error", err)
+	}
 	n.reserver.SetEnabled(!public)
 	if err := n.probes.SetEnabled(public); err != nil && !errors.Is(err, net.ErrClosed) {
 		n.log.Warnw("probe service", "error", err)
@@ -565,6 +573,9 @@ func (n *Node) Close() error {
 		}
 		if n.keeper != nil {
 			errs = append(errs, n.keeper.Close())
+		}
+		if n.holds != nil {
+			errs = append(errs, n.holds.Close())
 		}
 		if n.probes != nil {
 			errs = append(errs, n.probes.Close())

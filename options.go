@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/p2pos/rendezvous/dht"
+	"github.com/p2pos/rendezvous/nat/tcpprobe"
 	"github.com/p2pos/rendezvous/relay"
 	"github.com/p2pos/rendezvous/scope"
 )
@@ -70,6 +71,7 @@ type settings struct {
 	log               *logging.ZapEventLogger
 	registerer        prometheus.Registerer
 	libp2pOpts        []libp2p.Option
+	tcpHolds          []time.Duration
 	tendEvery         time.Duration // how often standing connections are tended
 	reapAfter         time.Duration // idle time after which a DHT connection is closed
 }
@@ -81,8 +83,26 @@ func defaultSettings() settings {
 		recordTTL:        dht.DefaultRecordTTL,
 		debounce:         dht.DefaultRepublishDebounce,
 		reservations:     relay.DefaultReservations,
+		tcpHolds:         tcpprobe.DefaultHolds(),
 		tendEvery:        defaultTendEvery,
 		reapAfter:        defaultReapAfter,
+	}
+}
+
+// WithTCPLifetimeHolds sets the idle durations a node that is not public
+// holds TCP connections to a relay's hold server for, to prove how long its
+// router keeps an idle TCP mapping (see KeepAliveStatus). None disables the
+// measurement; the standing connections' keep-alive then follows the UDP
+// lifetime. Default: tcpprobe.DefaultHolds() (2 min to 2 h).
+func WithTCPLifetimeHolds(holds ...time.Duration) Option {
+	return func(s *settings) error {
+		for _, h := range holds {
+			if h < time.Second {
+				return fmt.Errorf("rendezvous: TCP hold %v shorter than a second", h)
+			}
+		}
+		s.tcpHolds = holds
+		return nil
 	}
 }
 

@@ -209,6 +209,9 @@ func (n *Node) tendOnce(idleSince map[string]time.Time, now time.Time) {
 		}
 		tcpCount++
 		standing[std.ID()] = true
+		if len(n.s.tcpHolds) > 0 {
+			n.startTCPMeasure(r.Relay)
+		}
 		if n.tcp == nil {
 			continue
 		}

@@ -66,3 +66,41 @@ func TestStandbyKeepsTCPRelaysAndReapsTheRest(t *testing.T) {
 		}
 	}
 }
+
+// A private node proves its TCP lifetime through a relay's hold server and
+// lets its standing connections idle accordingly.
+func TestStandbyProvesTCPLifetime(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	tn := newNetwork(t, ctx, testnet.Config{Public: 2, Transport: testnet.Both})
+	opts := append(testnet.BaseOptions(testnet.Both),
+		rendezvous.WithBootstrap(tn.Bootstrap()...),
+		rendezvous.WithReachability(rendezvous.ReachabilityPrivate),
+		rendezvous.WithStandbyTiming(100*time.Millisecond, time.Second),
+		rendezvous.WithTCPLifetimeHolds(time.Second, 7*time.Second),
+	)
+	n, err := rendezvous.New(ctx, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	var k *rendezvous.KeepAliveStatus
+	err = testnet.WaitStatus(ctx, n, func(s rendezvous.Status) bool {
+		k = s.KeepAlive
+		return k != nil && k.TCPLower == 7*time.Second && !k.TCPMeasuring && k.Standing > 0
+	})
+	if err != nil {
+		t.Fatalf("%v; keepalive %+v", err, k)
+	}
+	// Loopback has no NAT: both holds survive.
+	if k.TCPUpper != 0 || k.Basis != "tcp" {
+		t.Fatalf("keepalive %+v", k)
+	}
+	want := time.Duration(float64(7*time.Second) * 0.8)
+	err = testnet.WaitStatus(ctx, n, func(s rendezvous.Status) bool {
+		k = s.KeepAlive
+		return k != nil && k.Idle == want
+	})
+	if err != nil {
+		t.Fatalf("idle not applied: %v; keepalive %+v", err, k)
+	}
+}
