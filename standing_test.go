@@ -1,12 +1,17 @@
 package rendezvous_test
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/p2pos/rendezvous"
+	"github.com/p2pos/rendezvous/dht"
 	"github.com/p2pos/rendezvous/internal/testnet"
 	"github.com/p2pos/rendezvous/nat/keepalive"
 	"github.com/p2pos/rendezvous/relay"
@@ -102,5 +107,51 @@ func TestStandbyProvesTCPLifetime(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("idle not applied: %v; keepalive %+v", err, k)
+	}
+}
+
+// A private node's record goes to its relays, which store it for it; a
+// record signed by someone else is refused.
+func TestRecordKeptByRelays(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	tn := newNetwork(t, ctx, testnet.Config{Public: 4, Private: 1, Transport: testnet.Both})
+	priv := tn.Private[0]
+	p := published(t, ctx, priv, func(p *rendezvous.PublishStatus) bool {
+		return p.Keepers == relay.DefaultReservations && len(p.RelayAddrs) == relay.DefaultReservations
+	})
+	if p.Holders == 0 || p.RPCs != 0 {
+		t.Fatalf("kept publish: %+v", p)
+	}
+	if got := p.Expires.Sub(p.Time); got < 11*time.Hour {
+		t.Fatalf("kept record lives %v", got)
+	}
+	// Another node finds it in the DHT, not in a cache.
+	pub := tn.Public[0]
+	res, err := pub.DHT().Lookup(ctx, priv.ID(), dht.NoCache())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Record.Seq != p.Seq {
+		t.Fatalf("looked up seq %d, published %d", res.Record.Seq, p.Seq)
+	}
+
+	// A record signed by another key, handed over by the private node.
+	key, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	data, err := (&dht.Record{Seq: 1, Issued: now, Expires: now.Add(time.Hour)}).Seal(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relayID, err := peer.Decode(priv.Status().Relays[0].Relay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = priv.DHT().HandRecord(ctx, relayID, data)
+	var ke *dht.KeepError
+	if !errors.Is(err, dht.ErrKeepRefused) || !errors.As(err, &ke) || !strings.Contains(ke.Reason, "signed by") {
+		t.Fatalf("forged record: %v", err)
 	}
 }
