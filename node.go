@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -365,6 +366,7 @@ func (n *Node) waitIdentified(ctx context.Context, p peer.ID) {
 func (n *Node) watch(sub event.Subscription) {
 	defer n.wg.Done()
 	defer sub.Close()
+	ifaces := interfaceIPs()
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -376,9 +378,46 @@ func (n *Node) watch(sub event.Subscription) {
 			switch ev.(type) {
 			case event.EvtLocalAddressesUpdated:
 				n.triggerPublish()
+				// A new interface address is a new network: what was
+				// measured of the old one's NAT no longer holds.
+				if now := interfaceIPs(); !slices.Equal(now, ifaces) {
+					ifaces = now
+					n.networkChanged()
+				}
 			}
 		}
 	}
+}
+
+// networkChanged measures the NAT again: a node that is not public surveys
+// it and proves its TCP lifetime anew. The dial-back checker rechecks on
+// the same event.
+func (n *Node) networkChanged() {
+	r := n.Reachability()
+	if r == ReachabilityPublic {
+		return
+	}
+	n.log.Infow("network changed; measuring the NAT again")
+	if n.s.reach == ReachabilityUnknown {
+		n.restartSurvey(r)
+	}
+	n.resetTCPMeasure()
+}
+
+// interfaceIPs returns the sorted IP addresses of the machine's interfaces.
+func interfaceIPs() []string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok {
+			out = append(out, ipn.IP.String())
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // verdict takes the dial-back checker's conclusion.
