@@ -67,20 +67,21 @@ type Node struct {
 	wg     sync.WaitGroup
 
 	mu           sync.Mutex
-	reach        Reachability            // guarded by mu
-	advertised   map[string]struct{}     // guarded by mu
-	bootErrs     []error                 // guarded by mu
-	lastPublish  *PublishStatus          // guarded by mu
-	mapped       map[string]ma.Multiaddr // guarded by mu; transport -> mapped address
-	nat          *NATStatus              // guarded by mu; nil before a survey
-	natInfo      dht.NATInfo             // guarded by mu; what the record says of the NAT
-	surveyCancel context.CancelFunc      // guarded by mu
-	keep         KeepAliveStatus         // guarded by mu; counters of tend
-	tcpLower     time.Duration           // guarded by mu; proven TCP mapping lifetime
-	tcpUpper     time.Duration           // guarded by mu; 0: no expiry seen
-	noTCP        map[peer.ID]time.Time   // guarded by mu; relays whose TCP dial failed, when
-	tcpStarted   bool                    // guarded by mu; TCP lifetime measured since the last reset
-	tcpCancel    context.CancelFunc      // guarded by mu; stops the TCP lifetime measurement
+	reach        Reachability                 // guarded by mu
+	advertised   map[string]struct{}          // guarded by mu
+	bootErrs     []error                      // guarded by mu
+	lastPublish  *PublishStatus               // guarded by mu
+	mapped       map[string]ma.Multiaddr      // guarded by mu; transport -> mapped address
+	nat          *NATStatus                   // guarded by mu; nil before a survey
+	natInfo      dht.NATInfo                  // guarded by mu; what the record says of the NAT
+	surveyCancel context.CancelFunc           // guarded by mu
+	keep         KeepAliveStatus              // guarded by mu; counters of tend
+	tcpLower     time.Duration                // guarded by mu; proven TCP mapping lifetime
+	tcpUpper     time.Duration                // guarded by mu; 0: no expiry seen
+	noTCP        map[peer.ID]time.Time        // guarded by mu; relays whose TCP dial failed, when
+	portMaps     map[string]PortMappingStatus // guarded by mu; by transport
+	tcpStarted   bool                         // guarded by mu; TCP lifetime measured since the last reset
+	tcpCancel    context.CancelFunc           // guarded by mu; stops the TCP lifetime measurement
 
 	closeOnce sync.Once
 	closeErr  error

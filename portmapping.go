@@ -2,7 +2,10 @@ package rendezvous
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
+	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -62,7 +65,17 @@ func (n *Node) mappingChanged(transport, suffix string, m portmap.Mapping, err e
 	if err != nil {
 		n.log.Debugw("port mapping", "transport", transport, "error", err)
 	}
+	pm := PortMappingStatus{Transport: transport}
+	if err == nil && m.External.IsValid() {
+		pm.Protocol, pm.External, pm.Lifetime = string(m.Protocol), m.External.String(), m.Lifetime
+	} else if err != nil {
+		pm.Error = err.Error()
+	}
 	n.mu.Lock()
+	if n.portMaps == nil {
+		n.portMaps = map[string]PortMappingStatus{}
+	}
+	n.portMaps[transport] = pm
 	old := n.mapped[transport]
 	if addr == nil {
 		delete(n.mapped, transport)
@@ -78,6 +91,27 @@ func (n *Node) mappingChanged(transport, suffix string, m portmap.Mapping, err e
 		n.checker.Recheck()
 		n.triggerPublish()
 	}
+}
+
+// PortMappingStatus is a port mapping the node asked its gateway for.
+type PortMappingStatus struct {
+	Transport string        `json:"transport"`          // "udp" or "tcp"
+	Protocol  string        `json:"protocol,omitempty"` // UPnP, NAT-PMP or PCP
+	External  string        `json:"external,omitempty"` // the mapped address
+	Lifetime  time.Duration `json:"lifetime_ns,omitempty"`
+	Error     string        `json:"error,omitempty"`
+}
+
+// portMappingStatus returns the port mappings, by transport.
+func (n *Node) portMappingStatus() []PortMappingStatus {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]PortMappingStatus, 0, len(n.portMaps))
+	for _, pm := range n.portMaps {
+		out = append(out, pm)
+	}
+	slices.SortFunc(out, func(a, b PortMappingStatus) int { return strings.Compare(a.Transport, b.Transport) })
+	return out
 }
 
 func (n *Node) mappedAddrs() []ma.Multiaddr {

@@ -9,20 +9,21 @@ import (
 // Status is a snapshot of what a node is doing. It marshals to JSON as the
 // CLI prints it.
 type Status struct {
-	PeerID       string           `json:"peer_id"`
-	Addrs        []string         `json:"addrs"`
-	Scope        string           `json:"scope"`
-	Reachability string           `json:"reachability"`
-	DHTMode      string           `json:"dht_mode"`
-	RoutingTable int              `json:"routing_table"`
-	Connections  int              `json:"connections"`
-	RelayService bool             `json:"relay_service"`
-	Relays       []RelayStatus    `json:"relays,omitempty"`
-	Publish      *PublishStatus   `json:"publish,omitempty"`
-	NAT          *NATStatus       `json:"nat,omitempty"`
-	KeepAlive    *KeepAliveStatus `json:"keepalive,omitempty"`
-	Topics       []string         `json:"topics,omitempty"`
-	Bootstrap    []string         `json:"bootstrap_errors,omitempty"`
+	PeerID       string              `json:"peer_id"`
+	Addrs        []string            `json:"addrs"`
+	Scope        string              `json:"scope"`
+	Reachability string              `json:"reachability"`
+	DHTMode      string              `json:"dht_mode"`
+	RoutingTable int                 `json:"routing_table"`
+	Connections  int                 `json:"connections"`
+	RelayService bool                `json:"relay_service"`
+	Relays       []RelayStatus       `json:"relays,omitempty"`
+	Publish      *PublishStatus      `json:"publish,omitempty"`
+	NAT          *NATStatus          `json:"nat,omitempty"`
+	KeepAlive    *KeepAliveStatus    `json:"keepalive,omitempty"`
+	PortMappings []PortMappingStatus `json:"port_mappings,omitempty"`
+	Topics       []string            `json:"topics,omitempty"`
+	Bootstrap    []string            `json:"bootstrap_errors,omitempty"`
 }
 
 // RelayStatus is a relay reservation the node holds.
@@ -60,6 +61,7 @@ func (n *Node) Status() Status {
 		RelayService: n.service.Enabled(),
 		Relays:       n.relayStatus(),
 		KeepAlive:    n.keepAliveStatus(),
+		PortMappings: n.portMappingStatus(),
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -198,7 +198,13 @@ func (p *nodePrinter) ready(first bool) error {
 
 func (p *nodePrinter) event(ev rendezvous.Event) error {
 	if p.json {
-		return writeJSON(p.w, ev)
+		// Every event line carries the node's whole status too: its
+		// reachability, NAT, keep-alive and port mappings, as netcheck
+		// reports them.
+		return writeJSON(p.w, struct {
+			rendezvous.Event
+			Status rendezvous.Status `json:"status"`
+		}{ev, p.node.Status()})
 	}
 	var line string
 	switch ev.Type {

@@ -102,20 +102,33 @@ func TestAutoModeBehindRouters(t *testing.T) {
 		}
 		// It publishes the mapped address (the router's WAN address), and
 		// any peer finds it in its record.
+		// Its status shows the mapping miniupnpd granted and the DHT
+		// served.
 		wan := "/ip4/" + lab.Router("igd").WANAddr().String() + "/"
-		for {
+		published, serving := false, false
+		for !published || !serving {
 			var line struct {
 				PeerID  string `json:"peer_id"`
 				Publish *struct {
 					Addrs []string `json:"addrs"`
 					Error string   `json:"error"`
 				} `json:"publish"`
+				Status struct {
+					DHTMode      string `json:"dht_mode"`
+					PortMappings []struct {
+						Protocol, External string
+					} `json:"port_mappings"`
+				} `json:"status"`
 			}
 			if err := p.NextJSON(ctx, &line); err != nil {
-				t.Fatalf("mapped: waiting for a record with %s: %v", wan, err)
+				t.Fatalf("mapped: waiting for a record with %s and DHT server mode: %v", wan, err)
 			}
 			if line.Publish != nil && line.Publish.Error == "" && slices.ContainsFunc(line.Publish.Addrs, func(a string) bool { return strings.HasPrefix(a, wan) }) {
-				break
+				published = true
+			}
+			if line.Status.DHTMode == "server" && len(line.Status.PortMappings) > 0 && line.Status.PortMappings[0].Protocol != "" {
+				serving = true
+				t.Logf("mapped: DHT server with port mappings %+v", line.Status.PortMappings)
 			}
 		}
 		lp, err := lab.Host("server1").Start(ctx, bin, "lookup", "--json", "--public-ranges", natlab.InternetPrefix().String(),
