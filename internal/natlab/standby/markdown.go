@@ -16,7 +16,7 @@ func (r *Result) Markdown() string {
 	b.WriteString("Bytes and packets crossed the router's WAN link, scaled to one hour. " +
 		"Lost connections: relay reservations lost (rendezvous), connections closed (vanilla). " +
 		"Flows kept: the router's conntrack entries between the peer's libp2p port and the public nodes' " +
-		"(its standing connections) at the start still there, unchanged, at the end.\n\n")
+		"(its standing connections) at the start still there, unchanged, at the end, and those that appeared.\n\n")
 	b.WriteString("| implementation | UDP timeout | TCP timeout | window | bytes in/h | bytes out/h | total KB/h | packets/h | lost connections | reachable at end | flows kept |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n")
 	for _, row := range r.Rows {
@@ -25,6 +25,9 @@ func (r *Result) Markdown() string {
 			reach = "no: " + cell(row.ReachError, 60)
 		}
 		flows := fmt.Sprintf("%d/%d", row.FlowsKept, row.FlowsStart)
+		if len(row.FlowsNew) > 0 {
+			flows += fmt.Sprintf(" +%d new", len(row.FlowsNew))
+		}
 		if row.FlowsError != "" {
 			flows = "?"
 		}
@@ -55,6 +58,12 @@ func (r *Result) Markdown() string {
 		}
 		if len(row.FlowsLost) > 0 {
 			fmt.Fprintf(&b, "; flows not kept: %s", strings.Join(row.FlowsLost, ", "))
+		}
+		if len(row.FlowsNew) > 0 {
+			fmt.Fprintf(&b, "; new flows: %s", strings.Join(row.FlowsNew, ", "))
+		}
+		if row.Exited != "" {
+			fmt.Fprintf(&b, "; STOPPED: %s", row.Exited)
 		}
 		if len(row.Events) > 0 {
 			fmt.Fprintf(&b, "; events: %s", strings.Join(row.Events, "; "))

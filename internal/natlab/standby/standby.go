@@ -170,6 +170,9 @@ type Row struct {
 	RelaysSame  bool     `json:"relays_same"`
 	// Events are what the peer reported during the window.
 	Events []string `json:"events,omitempty"`
+	// Exited says why the peer's program stopped before the end, if it
+	// did.
+	Exited string `json:"exited,omitempty"`
 
 	// FlowsStart counts the router's conntrack entries from the peer's
 	// libp2p port to the public nodes' when the window opened (its
@@ -178,8 +181,11 @@ type Row struct {
 	FlowsStart int `json:"flows_start"`
 	FlowsKept  int `json:"flows_kept"`
 	// FlowsLost describes the others: "udp SRC DST gone" or "replaced"
-	// (same tuple, new conntrack entry).
+	// (same tuple, new conntrack entry), with the seconds they had left at
+	// the start (little left: the flow was idle already). FlowsNew are
+	// standing flows at the end that were not there at the start.
 	FlowsLost  []string `json:"flows_lost,omitempty"`
+	FlowsNew   []string `json:"flows_new,omitempty"`
 	FlowsError string   `json:"flows_error,omitempty"`
 
 	// Reachable says whether the prober reached the peer after the
@@ -417,6 +423,9 @@ func (p *peer) row(cfg Config, start, end snapshot, servers []netip.Addr) Row {
 		_, r.Unsettled = p.t.settled()
 	}
 	w := p.t.window()
+	if p.exitErr != nil {
+		r.Exited = p.exitErr.Error()
+	}
 	p.mu.Unlock()
 
 	win := end.at.Sub(start.at)
@@ -442,7 +451,8 @@ func (p *peer) row(cfg Config, start, end snapshot, servers []netip.Addr) Row {
 	case end.flowsErr != nil:
 		r.FlowsError = end.flowsErr.Error()
 	default:
-		r.FlowsStart, r.FlowsKept, r.FlowsLost = flowsKept(start.flows, end.flows, servers, serverPort)
+		c := compareFlows(start.flows, end.flows, servers, serverPort)
+		r.FlowsStart, r.FlowsKept, r.FlowsLost, r.FlowsNew = c.start, c.kept, c.lost, c.added
 	}
 	return r
 }

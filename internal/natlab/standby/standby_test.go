@@ -27,7 +27,7 @@ func TestParseFlows(t *testing.T) {
 		t.Fatalf("%d flows, want 4: %+v", len(flows), flows)
 	}
 	f := flows[3]
-	if f.proto != "tcp" || f.src != netip.MustParseAddrPort("192.168.1.2:4001") || f.dst != netip.MustParseAddrPort("10.77.0.12:4001") || f.id != "444" {
+	if f.proto != "tcp" || f.src != netip.MustParseAddrPort("192.168.1.2:4001") || f.dst != netip.MustParseAddrPort("10.77.0.12:4001") || f.id != "444" || f.ttl != 1790 {
 		t.Errorf("tcp flow parsed as %+v", f)
 	}
 	// The original direction counts, not the reply.
@@ -36,21 +36,24 @@ func TestParseFlows(t *testing.T) {
 	}
 }
 
-func TestFlowsKept(t *testing.T) {
+func TestCompareFlows(t *testing.T) {
 	start := parseFlows(conntrackSample)
-	servers := []netip.Addr{netip.MustParseAddr("10.77.0.10"), netip.MustParseAddr("10.77.0.11"), netip.MustParseAddr("10.77.0.12")}
+	servers := []netip.Addr{netip.MustParseAddr("10.77.0.10"), netip.MustParseAddr("10.77.0.11"), netip.MustParseAddr("10.77.0.12"), netip.MustParseAddr("10.77.0.13")}
 	// At the end the first flow is the same, the second expired and came
-	// back (new id), the fourth is gone; the third is not from the libp2p
-	// port.
+	// back (new id), the fourth is gone and one to another server is new;
+	// the third is not from the libp2p port.
 	end := parseFlows(strings.NewReplacer("id=222", "id=999", "id=444", "").Replace(conntrackSample))
 	end = append(end[:3:3], flow{proto: "udp", src: netip.MustParseAddrPort("192.168.1.2:4001"), dst: netip.MustParseAddrPort("10.77.0.13:4001"), id: "1"})
-	n, kept, lost := flowsKept(start, end, servers, 4001)
-	if n != 3 || kept != 1 {
-		t.Errorf("flowsKept = %d of %d, want 1 of 3", kept, n)
+	c := compareFlows(start, end, servers, 4001)
+	if c.start != 3 || c.kept != 1 {
+		t.Errorf("%d of %d flows kept, want 1 of 3", c.kept, c.start)
 	}
-	want := []string{"udp 192.168.1.2:4001 10.77.0.11:4001 replaced", "tcp 192.168.1.2:4001 10.77.0.12:4001 gone"}
-	if strings.Join(lost, "|") != strings.Join(want, "|") {
-		t.Errorf("lost %q, want %q", lost, want)
+	want := []string{"udp 192.168.1.2:4001 10.77.0.11:4001 replaced (27 s left at the start)", "tcp 192.168.1.2:4001 10.77.0.12:4001 gone (1790 s left at the start)"}
+	if strings.Join(c.lost, "|") != strings.Join(want, "|") {
+		t.Errorf("lost %q, want %q", c.lost, want)
+	}
+	if len(c.added) != 1 || c.added[0] != "udp 192.168.1.2:4001 10.77.0.13:4001" {
+		t.Errorf("new flows %q", c.added)
 	}
 }
 

@@ -5,9 +5,9 @@
 //
 // "Vanilla" means, here:
 //
-//   - libp2p.New with its defaults: transports (TCP, QUIC, WebTransport,
-//     WebRTC direct), security (Noise, TLS), muxer (yamux), identify, ping,
-//     resource manager and connection manager;
+//   - libp2p.New with its defaults: transports (TCP, QUIC, WebSocket,
+//     WebTransport, WebRTC direct), security (TLS, Noise), muxer (yamux),
+//     identify, ping, resource manager and connection manager (160/192);
 //   - listening on /ip4/0.0.0.0/udp/4001/quic-v1 and /ip4/0.0.0.0/tcp/4001
 //     (--listen);
 //   - EnableRelay, EnableAutoRelayWithStaticRelays with the bootstrap peers
