@@ -21,8 +21,9 @@
 //     whatever SetIdle asks. A kernel keep-alive probe and its answer are
 //     two bare TCP segments (about 104 bytes on the wire), cheaper than any
 //     message a muxer or protocol could send.
-//   - The yamux muxer runs without its own keep-alive (Muxer), so nothing
-//     else wakes an idle TCP connection. A dead peer is noticed by the
+//   - The yamux muxer runs without its own keep-alive and measures the
+//     round-trip time only when a session starts (Muxer; libp2p's pings
+//     every 30 s for both), so nothing else wakes an idle TCP connection. A dead peer is noticed by the
 //     kernel's probes, or when the next write fails.
 //   - The idle time is a safe fraction of the router's TCP mapping
 //     lifetime, proven by holding idle TCP connections to a public peer

@@ -41,11 +41,15 @@ var ErrUnknownConn = errors.New("keepalive: not a TCP connection of this transpo
 
 const connectTimeout = 5 * time.Second
 
-// Muxer returns libp2p's yamux muxer without yamux's own keep-alive. Use it
-// with Transport: the kernel's probes keep TCP connections alive instead.
+// Muxer returns libp2p's yamux muxer without yamux's own keep-alive, and
+// measuring the round-trip time (for its window tuning) when a session
+// starts and then only daily, not every 30 s: each measurement is a ping
+// exchange that wakes an idle connection. Use it with Transport: the
+// kernel's probes keep TCP connections alive instead.
 func Muxer() *yamux.Transport {
 	m := *yamux.DefaultTransport
 	m.EnableKeepAlive = false
+	m.MeasureRTTInterval = 24 * time.Hour
 	return &m
 }
 

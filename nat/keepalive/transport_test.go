@@ -150,8 +150,8 @@ func TestTransportControlsKeepAlive(t *testing.T) {
 }
 
 func TestMuxerHasNoKeepAlive(t *testing.T) {
-	if Muxer().EnableKeepAlive {
-		t.Fatal("yamux keep-alive on")
+	if m := Muxer(); m.EnableKeepAlive || m.MeasureRTTInterval < time.Hour {
+		t.Fatalf("yamux pings idle connections: keep-alive %v, RTT every %v", m.EnableKeepAlive, m.MeasureRTTInterval)
 	}
 }
 
