@@ -207,10 +207,11 @@ type Result struct {
 }
 
 // labArgs are the flags every rendezvous node gets: the lab's internet is
-// public, and nodes listen on QUIC port serverPort.
+// public, and nodes listen on QUIC and TCP port serverPort (a private node
+// holds its relays over TCP).
 func labArgs() []string {
 	return []string{"--public-ranges", natlab.InternetPrefix().String(),
-		"--listen", fmt.Sprintf("/ip4/0.0.0.0/udp/%d/quic-v1", serverPort)}
+		"--listen", fmt.Sprintf("/ip4/0.0.0.0/udp/%d/quic-v1,/ip4/0.0.0.0/tcp/%d", serverPort, serverPort)}
 }
 
 const proberHost = "prober"
