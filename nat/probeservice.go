@@ -52,7 +52,12 @@ const (
 	askTimeout = 5 * time.Second
 	// maxAsking is how many peers the service asks at once.
 	maxAsking = 4
+	// maxAskAttempts is how many times a peer is asked before the service
+	// gives up until it reconnects.
+	maxAskAttempts = 5
 )
+
+var errNotConnected = errors.New("nat: peer not connected")
 
 // probeSettings is what ProbeServiceOptions write into.
 type probeSettings struct {
@@ -114,9 +119,10 @@ func WithMaxSiblings(n int) ProbeServiceOption {
 // the IP address of the connection (which the connection's handshake
 // proved is the peer's), as a sibling of the local server at the
 // connection's local address. Addresses the peer only claims (its other
-// servers) are never made siblings. The sibling is removed when the peer
-// disconnects or stops announcing the protocol. Both peers do the same, so
-// siblings list each other.
+// servers) are never made siblings. A question that fails is asked again
+// 1, 2, 4 and 8 seconds later, five questions in all. The
+// sibling is removed when the peer disconnects or stops announcing the
+// protocol. Both peers do the same, so siblings list each other.
 type ProbeService struct {
 	h host.Host
 	s probeSettings
@@ -130,8 +136,11 @@ type ProbeService struct {
 	remote  map[peer.ID]sibling // other peers' servers configured as siblings
 	asking  map[peer.ID]bool    // peers being asked
 	queued  map[peer.ID]bool    // peers to ask
-	cancel  context.CancelFunc  // stops the watcher; nil while disabled
-	closed  bool
+	// failures counts the failed questions to a peer since its last
+	// answer.
+	failures map[peer.ID]int
+	cancel   context.CancelFunc // stops the watcher; nil while disabled
+	closed   bool
 
 	wg sync.WaitGroup // the watcher and the questions it started
 }
@@ -205,7 +214,7 @@ func (s *ProbeService) start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.mu.Lock()
 	s.servers, s.cancel = servers, cancel
-	s.remote, s.asking, s.queued = map[peer.ID]sibling{}, map[peer.ID]bool{}, map[peer.ID]bool{}
+	s.remote, s.asking, s.queued, s.failures = map[peer.ID]sibling{}, map[peer.ID]bool{}, map[peer.ID]bool{}, map[peer.ID]int{}
 	s.mu.Unlock()
 	s.wg.Add(1)
 	go s.watch(ctx, sub)
@@ -218,7 +227,7 @@ func (s *ProbeService) stop() error {
 	s.h.RemoveStreamHandler(ProbeProtocol)
 	s.mu.Lock()
 	servers, cancel := s.servers, s.cancel
-	s.servers, s.cancel, s.remote, s.asking, s.queued = nil, nil, nil, nil, nil
+	s.servers, s.cancel, s.remote, s.asking, s.queued, s.failures = nil, nil, nil, nil, nil, nil
 	s.mu.Unlock()
 	cancel()
 	s.wg.Wait()
@@ -490,15 +499,27 @@ func (s *ProbeService) rescanLocked(ctx context.Context) {
 
 // learn asks p where its probe server is and makes it a sibling.
 func (s *ProbeService) learn(ctx context.Context, p peer.ID) {
-	ans, remote, local, err := ask(ctx, s.h, p, directIPv4)
+	var (
+		ans           probeAnswer
+		remote, local netip.Addr
+		err           = errNotConnected
+	)
+	// A peer that left is not dialed again to be asked.
+	if s.h.Network().Connectedness(p) == network.Connected {
+		ans, remote, local, err = ask(ctx, s.h, p, directIPv4)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.asking, p)
 	defer s.pumpLocked(ctx)
 	if err != nil {
 		s.s.log.Debugw("probe sibling", "peer", p, "error", err)
+		if !errors.Is(err, errNotConnected) {
+			s.retryLocked(ctx, p)
+		}
 		return
 	}
+	delete(s.failures, p)
 	if ctx.Err() != nil || s.servers == nil || s.h.Network().Connectedness(p) != network.Connected {
 		return
 	}
@@ -524,12 +545,38 @@ func (s *ProbeService) learn(ctx context.Context, p peer.ID) {
 	}
 }
 
+// retryLocked asks p again later, after a failed question (a stream
+// reset or timed out on a busy host): without, a sibling that one of the
+// two peers failed to learn would stay one-sided. The delay doubles from
+// one second, for maxAskAttempts questions at most. s.mu is held, and the
+// caller is counted in the group.
+func (s *ProbeService) retryLocked(ctx context.Context, p peer.ID) {
+	n := s.failures[p] + 1
+	if n >= maxAskAttempts {
+		return
+	}
+	s.failures[p] = n
+	delay := time.Second << (n - 1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			s.consider(ctx, p)
+		case <-ctx.Done():
+		}
+	}()
+}
+
 // forget removes p's server from the siblings, and looks for another
 // peer to take its place.
 func (s *ProbeService) forget(ctx context.Context, p peer.ID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.queued, p)
+	delete(s.failures, p)
 	if sib, ok := s.remote[p]; ok {
 		s.removeLocked(p, sib)
 		s.rescanLocked(ctx)

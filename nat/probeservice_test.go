@@ -7,11 +7,13 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/p2pos/rendezvous/nat/probe"
@@ -224,6 +226,39 @@ func TestProbeServiceSiblings(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.waitSiblings(t, ctx, nil)
+}
+
+// TestProbeServiceRetries: a peer whose first answer fails is asked again.
+func TestProbeServiceRetries(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ha, hb := newHost(t, "127.0.0.1"), newHost(t, "127.0.0.2")
+	a := newService(t, ha, "127.0.0.1")
+	if err := a.SetEnabled(true); err != nil {
+		t.Fatal(err)
+	}
+	// b answers by hand: it resets the first question.
+	var mu sync.Mutex
+	asked := 0
+	hb.SetStreamHandler(ProbeProtocol, func(st network.Stream) {
+		mu.Lock()
+		asked++
+		first := asked == 1
+		mu.Unlock()
+		if first {
+			st.Reset()
+			return
+		}
+		st.Write([]byte{0x10, 0xe1, 0x10, 0xe2})
+		st.Close()
+	})
+	connect(t, ctx, ha, hb)
+	a.waitSiblings(t, ctx, map[peer.ID]netip.AddrPort{hb.ID(): netip.MustParseAddrPort("127.0.0.2:4321")})
+	mu.Lock()
+	defer mu.Unlock()
+	if asked != 2 {
+		t.Errorf("b asked %d times, want 2", asked)
+	}
 }
 
 // TestProbeServiceTwoAddresses: a host with two public addresses runs a

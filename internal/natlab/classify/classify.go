@@ -49,7 +49,9 @@ type Config struct {
 	Parallel int
 	// Timeout bounds one netcheck (default 60s).
 	Timeout time.Duration
-	// Logf, if set, hears of progress.
+	// Logf, if set, hears of progress, and at the end of each network of
+	// what its public peers logged (with GOLOG_LOG_LEVEL, for example
+	// "error,rendezvous/nat=debug", they log their probe siblings).
 	Logf func(format string, args ...any)
 }
 
@@ -230,8 +232,11 @@ func (n *network) startServers(ctx context.Context, cfg Config) (stop func(), er
 	stop = func() {
 		cancelDrain()
 		drains.Wait()
-		for _, p := range procs {
+		for i, p := range procs {
 			p.Stop(5 * time.Second)
+			if e := p.Stderr(); e != "" {
+				cfg.Logf("public peer %s logged:\n%s", serverName(i), e)
+			}
 		}
 	}
 	var boot []string
