@@ -259,10 +259,25 @@ func (s *Server) serve(c net.Conn) {
 		}
 		return
 	}
-	if s.write(c, appendResponse(buf[:0], nonce)) {
-		s.stats.answered.Add(1)
+	if !s.write(c, appendResponse(buf[:0], nonce)) {
+		return
+	}
+	s.stats.answered.Add(1)
+	// A client that got the answer closes. One whose mapping expired never
+	// will: after a short wait the connection is reset rather than closed,
+	// so the kernel does not retransmit the answer into the NAT for
+	// minutes.
+	c.SetReadDeadline(time.Now().Add(answerWait))
+	if _, err := c.Read(buf[:1]); errors.As(err, &ne) && ne.Timeout() {
+		if l, ok := c.(interface{ SetLinger(int) error }); ok {
+			_ = l.SetLinger(0)
+		}
 	}
 }
+
+// answerWait is how long the server waits for the client to close after
+// the answer.
+const answerWait = 5 * time.Second
 
 // write sends b on c within the request timeout.
 func (s *Server) write(c net.Conn, b []byte) bool {

@@ -130,9 +130,16 @@ func TestServerHoldAndAnswer(t *testing.T) {
 	c := rawConn(t, netip.Addr{}, addr, appendRequest(nil, testNonce, 3))
 	start := time.Now()
 	readAck(t, c, StatusOK)
-	rest, err := readEOF(t, c)
-	if err != nil || !bytes.Equal(rest, appendResponse(nil, testNonce)) {
-		t.Fatalf("got %x, %v; want a RESPONSE and the end", rest, err)
+	rest := make([]byte, ResponseSize)
+	if _, err := io.ReadFull(c, rest); err != nil || !bytes.Equal(rest, appendResponse(nil, testNonce)) {
+		t.Fatalf("got %x, %v; want a RESPONSE", rest, err)
+	}
+	// The client closes; the server then ends too.
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if more, err := readEOF(t, c); err != nil || len(more) > 0 {
+		t.Fatalf("after the RESPONSE: %x, %v; want the end", more, err)
 	}
 	if d := time.Since(start); d < 3*testUnit {
 		t.Errorf("RESPONSE after %v, before the hold of %v", d, 3*testUnit)
