@@ -768,19 +768,7 @@ func localIP(c network.Conn) netip.Addr {
 		return local
 	}
 	defer u.Close()
-	if a, ok := addrPortOf(u.LocalAddr()); ok {
-		return a.Addr()
-	}
-	return local
-}
-
-func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
-	ua, ok := a.(*net.UDPAddr)
-	if !ok {
-		return netip.AddrPort{}, false
-	}
-	ap := ua.AddrPort()
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), ap.IsValid()
+	return u.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
 }
 
 // ipOf returns the IP address a multiaddr starts with, unmapped.
