@@ -182,7 +182,7 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 	n.service = relay.NewService(n.h, sopts...)
 	n.keeper = n.d.NewKeepService(nil)
 	n.holds = nat.NewHoldService(n.h, s.log)
-	n.probes = nat.NewProbeService(n.h)
+	n.probes = nat.NewProbeService(n.h, nat.WithProbeScope(s.scope), nat.WithProbeLogger(s.log))
 	if n.reserver, err = relay.NewReserver(n.h, n.relayCandidates,
 		relay.WithScope(s.scope),
 		relay.WithReservations(s.reservations),

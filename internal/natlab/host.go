@@ -15,6 +15,7 @@ type Host struct {
 	ns     string
 	ifName string
 	addr   netip.Addr
+	addr2  netip.Addr // second address of a public host; invalid if none
 	prefix netip.Prefix
 	gw     netip.Addr
 	router *Router // nil for a public host
@@ -29,6 +30,15 @@ func (h *Host) Namespace() string { return h.ns }
 // Addr returns the address of the host's own interface: a public address
 // for a public host, a LAN address otherwise.
 func (h *Host) Addr() netip.Addr { return h.addr }
+
+// Addrs returns the host's addresses: Addr, then the second address of a
+// public host built with HostSpec.SecondAddr.
+func (h *Host) Addrs() []netip.Addr {
+	if h.addr2.IsValid() {
+		return []netip.Addr{h.addr, h.addr2}
+	}
+	return []netip.Addr{h.addr}
+}
 
 // Gateway returns the host's default gateway.
 func (h *Host) Gateway() netip.Addr { return h.gw }

@@ -339,6 +339,16 @@ func (l *Lab) buildHost(ctx context.Context, hs HostSpec) error {
 	if err := address(ctx, h.ns, h.ifName, h.prefix, h.gw); err != nil {
 		return err
 	}
+	if hs.SecondAddr && hs.Router == "" {
+		if l.publicHosts >= maxPublicHosts {
+			return fmt.Errorf("natlab: more than %d public host addresses", maxPublicHosts)
+		}
+		h.addr2 = publicHostAddr(l.publicHosts)
+		l.publicHosts++
+		if err := ip(ctx, "-n", h.ns, "addr", "add", netip.PrefixFrom(h.addr2, internetPrefix.Bits()).String(), "dev", h.ifName); err != nil {
+			return err
+		}
+	}
 	l.hosts = append(l.hosts, h)
 	l.hostByName[h.name] = h
 	return nil

@@ -50,7 +50,7 @@ func (h *Host) Start(ctx context.Context, name string, args ...string) (*Proc, e
 	if err != nil {
 		return nil, err
 	}
-	p := &Proc{host: h, cmd: cmd, lines: make(chan []byte, 256), done: make(chan struct{})}
+	p := &Proc{host: h, cmd: cmd, lines: make(chan []byte, maxQueued), done: make(chan struct{})}
 	cmd.Stderr = (*tailWriter)(p)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("natlab: start %s in %s: %w", name, h.name, err)
@@ -59,7 +59,7 @@ func (h *Host) Start(ctx context.Context, name string, args ...string) (*Proc, e
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 64<<10), maxLine)
 		for sc.Scan() {
-			p.lines <- append([]byte(nil), sc.Bytes()...)
+			p.queue(append([]byte(nil), sc.Bytes()...))
 		}
 		io.Copy(io.Discard, stdout)
 		err := cmd.Wait()
@@ -110,6 +110,25 @@ func (p *Proc) Next(ctx context.Context) ([]byte, error) {
 		return nil, fmt.Errorf("%w (%v): %s", ErrExited, p.waitErr, lastLine(p.stderr.String()))
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+// maxQueued is how many unread output lines a Proc keeps.
+const maxQueued = 1024
+
+// queue keeps l for Next. A program never waits on its output: when nobody
+// reads it, the oldest lines are dropped.
+func (p *Proc) queue(l []byte) {
+	for {
+		select {
+		case p.lines <- l:
+			return
+		default:
+		}
+		select {
+		case <-p.lines:
+		default:
+		}
 	}
 }
 

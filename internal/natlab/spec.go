@@ -108,6 +108,9 @@ type HostSpec struct {
 	// Router is the name of the router the host sits behind; "" makes it a
 	// public host on the internet.
 	Router string
+	// SecondAddr gives a public host a second internet address on the same
+	// link, as RFC 5780 servers have (see Host.Addrs).
+	SecondAddr bool
 }
 
 // ErrUnsupported is returned by New for a Spec this machine's kernel cannot

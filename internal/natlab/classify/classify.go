@@ -49,6 +49,10 @@ type Config struct {
 	Parallel int
 	// Timeout bounds one netcheck (default 60s).
 	Timeout time.Duration
+	// SecondAddr gives every public peer a second address, as RFC 5780
+	// servers have: its probe service then runs two servers, siblings of
+	// each other.
+	SecondAddr bool
 	// Logf, if set, hears of progress, and at the end of each network of
 	// what its public peers logged (with GOLOG_LOG_LEVEL, for example
 	// "error,rendezvous/nat=debug", they log their probe siblings).
@@ -166,7 +170,7 @@ func measureNetwork(ctx context.Context, cfg Config, peers int) (_ []Run, err er
 	slots := (cfg.Runs + runsPerHost - 1) / runsPerHost
 	spec := natlab.Spec{}
 	for i := range peers {
-		spec.Hosts = append(spec.Hosts, natlab.HostSpec{Name: serverName(i)})
+		spec.Hosts = append(spec.Hosts, natlab.HostSpec{Name: serverName(i), SecondAddr: cfg.SecondAddr})
 	}
 	for _, k := range cfg.Kinds {
 		for i := range slots {

@@ -44,6 +44,7 @@ func run(ctx context.Context) error {
 	timeout := flag.Duration("timeout", 60*time.Second, "bound on one netcheck")
 	jsonOut := flag.String("json", "", "also write every run as JSON to `FILE`")
 	verbose := flag.Bool("v", false, "report every run on stderr")
+	second := flag.Bool("second-addr", false, "give every public peer a second address (RFC 5780 servers have two)")
 	flag.Parse()
 
 	cfg := classify.Config{
@@ -51,6 +52,8 @@ func run(ctx context.Context) error {
 		Runs:     *runs,
 		Parallel: *parallel,
 		Timeout:  *timeout,
+
+		SecondAddr: *second,
 	}
 	for _, s := range strings.Split(*peers, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -81,6 +84,9 @@ func run(ctx context.Context) error {
 	res, err := classify.Measure(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	if *second {
+		fmt.Print("Every public peer has two addresses.\n\n")
 	}
 	fmt.Print(res.Markdown())
 	fmt.Printf("\n%d netchecks in %v\n", len(res.Runs), res.Elapsed.Round(time.Second))
