@@ -62,7 +62,7 @@ const (
 	maxCandidate      = 600 * time.Second
 	maxCandidateCount = 32
 	// probeServers is how many probe servers Classify is given.
-	probeServers = 2
+	probeServers = 4
 )
 
 func cmdNetcheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -203,11 +203,17 @@ type natReportJSON struct {
 	External            string  `json:"external"`
 	Servers             int     `json:"servers"`
 	Siblings            bool    `json:"siblings"`
-	Samples             int     `json:"samples"`
-	Packets             int     `json:"packets"`
-	Bytes               int     `json:"bytes"`
-	ElapsedMS           float64 `json:"elapsed_ms"`
-	elapsed             time.Duration
+	SiblingChecked      bool    `json:"sibling_checked"`
+	// MappingAmbiguousWith and FilteringAmbiguousWith name the behaviour
+	// the measurement could not tell Mapping and Filtering from; empty
+	// when it could.
+	MappingAmbiguousWith   string  `json:"mapping_ambiguous_with,omitempty"`
+	FilteringAmbiguousWith string  `json:"filtering_ambiguous_with,omitempty"`
+	Samples                int     `json:"samples"`
+	Packets                int     `json:"packets"`
+	Bytes                  int     `json:"bytes"`
+	ElapsedMS              float64 `json:"elapsed_ms"`
+	elapsed                time.Duration
 }
 
 // bindingJSON is what probe.MeasureTimeout found. LowerMS is null when no
@@ -545,11 +551,18 @@ func natReport(res probe.Result) *natReportJSON {
 		Hairpin:             res.Hairpin,
 		Servers:             res.Servers,
 		Siblings:            res.Siblings,
+		SiblingChecked:      res.SiblingChecked,
 		Samples:             res.Samples,
 		Packets:             res.Packets,
 		Bytes:               res.Bytes,
 		ElapsedMS:           ms(res.Elapsed),
 		elapsed:             res.Elapsed,
+	}
+	if b := res.MappingAmbiguousWith; b != probe.BehaviorUnknown {
+		nr.MappingAmbiguousWith = b.String()
+	}
+	if b := res.FilteringAmbiguousWith; b != probe.BehaviorUnknown {
+		nr.FilteringAmbiguousWith = b.String()
 	}
 	if res.External.IsValid() {
 		nr.External = res.External.String()

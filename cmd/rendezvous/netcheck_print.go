@@ -150,13 +150,13 @@ func printNetcheck(w io.Writer, r *netcheckJSON) error {
 		rep.row("Probe servers", fmt.Sprintf("%d: %s", len(r.ProbeServers), strings.Join(addrs, ", ")))
 	}
 	if n := r.NAT; n != nil {
-		rep.row("Mapping", fmt.Sprintf("%s (confidence %s)", n.Mapping, pct(n.MappingConfidence)))
-		rep.row("Filtering", fmt.Sprintf("%s (confidence %s)", n.Filtering, pct(n.FilteringConfidence)))
+		rep.row("Mapping", behaviourText(n.Mapping, n.MappingAmbiguousWith, n.MappingConfidence))
+		rep.row("Filtering", behaviourText(n.Filtering, n.FilteringAmbiguousWith, n.FilteringConfidence))
 		rep.row("Port pattern", fmt.Sprintf("%s (confidence %s)", n.PortPattern, pct(n.PortConfidence)))
 		rep.row("Hairpin", hairpinText(n.Hairpin))
 		rep.row("External addr", n.External)
 		servers := plural(n.Servers, "server address")
-		if n.Servers < 2 || !n.Siblings {
+		if n.MappingAmbiguousWith != "" || n.FilteringAmbiguousWith != "" {
 			servers += " (too few to tell every behaviour apart: confidences halved)"
 		}
 		rep.row("Measured with", servers)
@@ -271,4 +271,13 @@ func (rw *reportWriter) flush(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// behaviourText describes a measured behaviour, or the two it could not be
+// told apart from.
+func behaviourText(b, ambiguousWith string, confidence float64) string {
+	if ambiguousWith != "" {
+		return fmt.Sprintf("undetermined: %s or %s (confidence %s)", b, ambiguousWith, pct(confidence))
+	}
+	return fmt.Sprintf("%s (confidence %s)", b, pct(confidence))
 }
