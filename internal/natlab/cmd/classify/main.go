@@ -12,29 +12,17 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"os"
-	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/p2pos/rendezvous/internal/natlab"
 	"github.com/p2pos/rendezvous/internal/natlab/classify"
+	"github.com/p2pos/rendezvous/internal/natlab/labcmd"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "classify:", err)
-		os.Exit(1)
-	}
-}
+func main() { labcmd.Main("classify", run) }
 
 func run(ctx context.Context) error {
 	runs := flag.Int("runs", 10, "`N` netchecks per kind and network")
@@ -62,23 +50,13 @@ func run(ctx context.Context) error {
 		}
 		cfg.Peers = append(cfg.Peers, n)
 	}
-	if *verbose {
-		cfg.Logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
-	}
-
-	if err := natlab.Check(); err != nil {
-		return err
-	}
-	dir, err := os.MkdirTemp("", "rendezvous-classify-")
+	cfg.Logf = labcmd.Logf(*verbose)
+	dir, cleanup, err := labcmd.Workspace(ctx, "classify")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	wd, err := os.Getwd()
-	if err != nil {
-		return err
-	}
-	if cfg.Binary, err = natlab.BuildCommand(ctx, wd, "./cmd/rendezvous", dir); err != nil {
+	defer cleanup()
+	if cfg.Binary, err = labcmd.Build(ctx, dir, "./cmd/rendezvous"); err != nil {
 		return err
 	}
 	res, err := classify.Measure(ctx, cfg)
@@ -90,14 +68,5 @@ func run(ctx context.Context) error {
 	}
 	fmt.Print(res.Markdown())
 	fmt.Printf("\n%d netchecks in %v\n", len(res.Runs), res.Elapsed.Round(time.Second))
-	if *jsonOut != "" {
-		b, err := json.MarshalIndent(res, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Clean(*jsonOut), b, 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
+	return labcmd.WriteJSON(*jsonOut, res)
 }

@@ -8,28 +8,16 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"os"
-	"os/signal"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/p2pos/rendezvous/internal/natlab"
+	"github.com/p2pos/rendezvous/internal/natlab/labcmd"
 	"github.com/p2pos/rendezvous/internal/natlab/matrix"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "matrix:", err)
-		os.Exit(1)
-	}
-}
+func main() { labcmd.Main("matrix", run) }
 
 func run(ctx context.Context) error {
 	sides := flag.String("sides", strings.Join(matrix.DefaultSides(), ","), "comma-separated `SIDES`: public, router kinds, broken")
@@ -41,22 +29,12 @@ func run(ctx context.Context) error {
 	verbose := flag.Bool("v", false, "report progress on stderr")
 	flag.Parse()
 
-	if err := natlab.Check(); err != nil {
-		return err
-	}
-	if err := natlab.CleanStale(ctx); err != nil {
-		return err
-	}
-	dir, err := os.MkdirTemp("", "rendezvous-matrix-")
+	dir, cleanup, err := labcmd.Workspace(ctx, "matrix")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	wd, err := os.Getwd()
-	if err != nil {
-		return err
-	}
-	bin, err := natlab.BuildCommand(ctx, wd, "./cmd/rendezvous", dir)
+	defer cleanup()
+	bin, err := labcmd.Build(ctx, dir, "./cmd/rendezvous")
 	if err != nil {
 		return err
 	}
@@ -68,22 +46,11 @@ func run(ctx context.Context) error {
 		Delay:      *delay,
 		Timeout:    *timeout,
 	}
-	if *verbose {
-		cfg.Logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
-	}
+	cfg.Logf = labcmd.Logf(*verbose)
 	res, err := matrix.Run(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	fmt.Print(res.Markdown())
-	if *jsonOut != "" {
-		b, err := json.MarshalIndent(res, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Clean(*jsonOut), b, 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
+	return labcmd.WriteJSON(*jsonOut, res)
 }

@@ -11,28 +11,17 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/p2pos/rendezvous/internal/natlab"
+	"github.com/p2pos/rendezvous/internal/natlab/labcmd"
 	"github.com/p2pos/rendezvous/internal/natlab/standby"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "standby:", err)
-		os.Exit(1)
-	}
-}
+func main() { labcmd.Main("standby", run) }
 
 func run(ctx context.Context) error {
 	duration := flag.Duration("duration", time.Hour, "length of the idle `WINDOW` measured")
@@ -58,26 +47,16 @@ func run(ctx context.Context) error {
 		return fmt.Errorf("--duration, --settle, --tcp-timeout and --servers must be positive")
 	}
 
-	if err := natlab.Check(); err != nil {
-		return err
-	}
-	if err := natlab.CleanStale(ctx); err != nil {
-		return err
-	}
-	dir, err := os.MkdirTemp("", "rendezvous-standby-")
+	dir, cleanup, err := labcmd.Workspace(ctx, "standby")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	wd, err := os.Getwd()
+	defer cleanup()
+	rdv, err := labcmd.Build(ctx, dir, "./cmd/rendezvous")
 	if err != nil {
 		return err
 	}
-	rdv, err := natlab.BuildCommand(ctx, wd, "./cmd/rendezvous", dir)
-	if err != nil {
-		return err
-	}
-	van, err := natlab.BuildCommand(ctx, wd, "./internal/natlab/cmd/vanillapeer", dir)
+	van, err := labcmd.Build(ctx, dir, "./internal/natlab/cmd/vanillapeer")
 	if err != nil {
 		return err
 	}
@@ -100,14 +79,5 @@ func run(ctx context.Context) error {
 		return err
 	}
 	fmt.Print(res.Markdown())
-	if *jsonOut != "" {
-		b, err := json.MarshalIndent(res, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Clean(*jsonOut), append(b, '\n'), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
+	return labcmd.WriteJSON(*jsonOut, res)
 }

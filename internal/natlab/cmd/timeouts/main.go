@@ -15,24 +15,16 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/signal"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/p2pos/rendezvous/internal/natlab"
+	"github.com/p2pos/rendezvous/internal/natlab/labcmd"
 	"github.com/p2pos/rendezvous/nat/probe"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "timeouts:", err)
-		os.Exit(1)
-	}
-}
+func main() { labcmd.Main("timeouts", run) }
 
 func run(ctx context.Context) error {
 	list := flag.String("timeouts", "30s,60s,120s,300s", "comma-separated UDP `TIMEOUTS` of the routers")
