@@ -321,6 +321,7 @@ func (c *Checker) check(ctx context.Context) time.Duration {
 	case network.ReachabilityPrivate:
 		c.set(Verdict{Reachability: network.ReachabilityPrivate, Time: time.Now()})
 	default:
+		c.s.log.Debugw("dial-back check without verdict", "addr", res.Addr, "reachability", res.Reachability)
 		return retryUnknown
 	}
 	return c.s.recheck
