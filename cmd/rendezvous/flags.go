@@ -121,6 +121,7 @@ type nodeFlags struct {
 	mode         string
 	noPortMap    bool
 	natTimeouts  string
+	tcpHolds     string
 	verbose      bool
 }
 
@@ -134,6 +135,7 @@ func (nf *nodeFlags) register(fs *flag.FlagSet, mode string) {
 	fs.StringVar(&nf.mode, "mode", mode, "reachability `MODE`: auto follows what the network says; public serves the DHT\nand relays; private is a DHT client reachable through relays")
 	fs.BoolVar(&nf.noPortMap, "no-portmap", false, "in auto mode, do not ask the gateway for port mappings (UPnP, NAT-PMP, PCP)")
 	fs.StringVar(&nf.natTimeouts, "nat-timeouts", "", "in auto mode behind a NAT, the idle `DURATIONS` (comma-separated) tried when\nmeasuring the NAT's UDP binding timeout (default 10s up to 7.5m, each 20% above the last)")
+	fs.StringVar(&nf.tcpHolds, "tcp-holds", "", "when not public, the idle `DURATIONS` (comma-separated) a relay's hold server holds\nTCP connections for, to prove how long the router keeps an idle TCP mapping;\n\"none\" skips it (default 2m,4m,8m,15m,30m,60m,120m)")
 	fs.BoolVar(&nf.verbose, "v", false, "log what the node does (debug level) to stderr")
 }
 
@@ -201,6 +203,20 @@ func (nf *nodeFlags) options(needBootstrap bool) ([]rendezvous.Option, error) {
 			ds = append(ds, d)
 		}
 		opts = append(opts, rendezvous.WithTimeoutCandidates(ds...))
+	}
+	switch list := splitList(nf.tcpHolds); {
+	case len(list) == 1 && list[0] == "none":
+		opts = append(opts, rendezvous.WithTCPLifetimeHolds())
+	case len(list) > 0:
+		var ds []time.Duration
+		for _, v := range list {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Second {
+				return nil, usageErrorf("--tcp-holds: bad duration %q", v)
+			}
+			ds = append(ds, d)
+		}
+		opts = append(opts, rendezvous.WithTCPLifetimeHolds(ds...))
 	}
 	var r rendezvous.Reachability
 	switch nf.mode {

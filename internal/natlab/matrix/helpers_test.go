@@ -39,10 +39,16 @@ func buildForLab(t *testing.T, ctx context.Context) string {
 // stopped when the test ends.
 func startServers(t *testing.T, ctx context.Context, lab *natlab.Lab, bin string, names ...string) []string {
 	t.Helper()
+	return startServersWith(t, ctx, lab, bin, nil, names...)
+}
+
+// startServersWith is startServers with extra flags for every server.
+func startServersWith(t *testing.T, ctx context.Context, lab *natlab.Lab, bin string, extra []string, names ...string) []string {
+	t.Helper()
 	var boot []string
 	for _, name := range names {
 		h := lab.Host(name)
-		args := append([]string{"node", "--json", "--mode", "public"}, labArgs...)
+		args := append(append([]string{"node", "--json", "--mode", "public"}, labArgs...), extra...)
 		if len(boot) > 0 {
 			args = append(args, "--bootstrap", strings.Join(boot, ","))
 		}
