@@ -62,9 +62,10 @@ type Node struct {
 
 	events *broadcaster
 
-	ctx    context.Context // canceled by Close
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	started time.Time
+	ctx     context.Context // canceled by Close
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 
 	mu           sync.Mutex
 	reach        Reachability                 // guarded by mu
@@ -133,6 +134,7 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 		ctx:        nctx,
 		cancel:     cancel,
 		reach:      s.reach,
+		started:    time.Now(),
 		advertised: map[string]struct{}{},
 		noTCP:      map[peer.ID]time.Time{},
 	}
@@ -458,7 +460,11 @@ func (n *Node) applyReachability() {
 	if err := n.holds.SetEnabled(public); err != nil && !errors.Is(err, net.ErrClosed) {
 		n.log.Warnw("hold service", "error", err)
 	}
-	n.reserver.SetEnabled(!public)
+	// A node whose reachability is not known yet does not reserve: it
+	// would move its connections to relays over to TCP, and a dial-back
+	// check with the only public peer it knows would lose that peer. tend
+	// reserves for a node still unknown after unknownGrace.
+	n.reserver.SetEnabled(n.Reachability() == ReachabilityPrivate)
 	if err := n.probes.SetEnabled(public); err != nil && !errors.Is(err, net.ErrClosed) {
 		n.log.Warnw("probe service", "error", err)
 	}

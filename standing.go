@@ -34,6 +34,9 @@ const (
 	// initialIdle is the keep-alive idle time before anything is known of
 	// the router.
 	initialIdle = 30 * time.Second
+	// unknownGrace is how long a node whose reachability is unknown waits
+	// for a verdict before it reserves relays anyway.
+	unknownGrace = 20 * time.Second
 )
 
 // KeepAliveStatus is how the node keeps its standing connections.
@@ -121,8 +124,13 @@ func (n *Node) connectStanding(ctx context.Context, id peer.ID) error {
 		n.mu.Lock()
 		n.noTCP[id] = time.Now()
 		n.mu.Unlock()
-		n.h.Peerstore().AddAddrs(id, others, peerstore.TempAddrTTL)
 		n.log.Debugw("standing TCP connection", "relay", id, "error", err)
+		// Reconnect the way we were connected: the peer may be the
+		// only one the node knows.
+		n.h.Peerstore().AddAddrs(id, others, peerstore.TempAddrTTL)
+		if len(others) > 0 {
+			return n.h.Connect(ctx, peer.AddrInfo{ID: id, Addrs: others})
+		}
 	}
 	return nil
 }
@@ -180,9 +188,14 @@ func (n *Node) tend() {
 			return
 		case <-t.C:
 		}
-		if n.Reachability() == ReachabilityPublic {
+		switch n.Reachability() {
+		case ReachabilityPublic:
 			clear(idleSince)
 			continue
+		case ReachabilityUnknown:
+			if time.Since(n.started) >= unknownGrace {
+				n.reserver.SetEnabled(true)
+			}
 		}
 		n.tendOnce(idleSince, time.Now())
 	}
