@@ -144,7 +144,12 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 		}
 	}()
 
-	if n.h, err = libp2p.New(n.hostOptions(key)...); err != nil {
+	rm, err := newResourceManager()
+	if err != nil {
+		return nil, fmt.Errorf("rendezvous: resource manager: %w", err)
+	}
+	if n.h, err = libp2p.New(append(n.hostOptions(key), libp2p.ResourceManager(rm))...); err != nil {
+		rm.Close()
 		return nil, fmt.Errorf("rendezvous: start host: %w", err)
 	}
 

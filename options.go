@@ -291,6 +291,9 @@ func WithPrometheusRegisterer(reg prometheus.Registerer) Option {
 }
 
 // WithLibp2pOptions passes extra options to libp2p.New, after the node's own.
+// The node brings its own transports, muxer and resource manager (with
+// per-address limits sized for carrier-grade NATs); libp2p refuses a second
+// resource manager.
 func WithLibp2pOptions(opts ...libp2p.Option) Option {
 	return func(s *settings) error {
 		s.libp2pOpts = append(s.libp2pOpts, opts...)
