@@ -43,6 +43,13 @@ type NATStatus struct {
 // not answer or find the first one's sibling.
 const surveyServers = 4
 
+// A survey that finds no probe server looks again surveyAttempts times,
+// surveyRetry apart.
+const (
+	surveyAttempts = 4
+	surveyRetry    = 5 * time.Second
+)
+
 // toDHTBehavior is what the record says of a behaviour: unknown when it was
 // not told apart from ambiguous.
 func toDHTBehavior(b, ambiguous probe.Behavior) dht.Behavior {
@@ -63,8 +70,24 @@ func toDHTBehavior(b, ambiguous probe.Behavior) dht.Behavior {
 // surveyNAT runs the survey once, until ctx ends.
 func (n *Node) surveyNAT(ctx context.Context) {
 	socket := func() (net.PacketConn, error) { return net.ListenUDP("udp4", nil) }
-	cands := append(n.d.RoutingTablePeers(), n.h.Network().Peers()...)
-	servers, err := nat.FindProbeServers(ctx, n.h, n.s.scope, cands, surveyServers)
+	var servers []nat.ProbeServer
+	var err error
+	// Probe servers run on public peers the node may not know yet: look
+	// again a few times before giving up.
+	for attempt := 0; ; attempt++ {
+		cands := append(n.d.RoutingTablePeers(), n.h.Network().Peers()...)
+		servers, err = nat.FindProbeServers(ctx, n.h, n.s.scope, cands, surveyServers)
+		if err == nil || attempt == surveyAttempts-1 {
+			break
+		}
+		t := time.NewTimer(surveyRetry)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 	if err != nil {
 		n.setNAT(func(st *NATStatus) { st.Error = err.Error() })
 		return

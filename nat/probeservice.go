@@ -634,6 +634,11 @@ func FindProbeServers(ctx context.Context, h host.Host, sc scope.Scope, peers []
 			continue
 		}
 		ans, ip, _, err := ask(ctx, h, p, inScope)
+		if err != nil && ctx.Err() == nil {
+			// The connection the question went on may have just been
+			// replaced (a relay's moved to TCP): ask once more.
+			ans, ip, _, err = ask(ctx, h, p, inScope)
+		}
 		if err != nil {
 			continue
 		}
