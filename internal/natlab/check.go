@@ -133,3 +133,27 @@ func probe() (err error) {
 	}
 	return nil
 }
+
+// TB is the part of testing.TB that Require uses.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Skip(args ...any)
+}
+
+// RequiredEnv names the environment variable that, set to "required",
+// turns a machine that cannot build labs into a test failure instead of a
+// skip (CI sets it).
+const RequiredEnv = "RENDEZVOUS_NATLAB"
+
+// Require skips the test when this machine cannot build labs, naming what
+// is missing, or fails it when RENDEZVOUS_NATLAB=required.
+func Require(t TB) {
+	t.Helper()
+	if err := Check(); err != nil {
+		if os.Getenv(RequiredEnv) == "required" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+}

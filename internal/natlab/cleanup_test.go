@@ -39,7 +39,7 @@ func rootState(t *testing.T) string {
 // checks that nothing is left.
 func TestCloseRemovesEverything(t *testing.T) {
 	t.Parallel()
-	requireLab(t)
+	Require(t)
 	before := rootState(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -118,7 +118,7 @@ func TestCloseRemovesEverything(t *testing.T) {
 // kills the process, while a live lab is left alone.
 func TestCleanStale(t *testing.T) {
 	t.Parallel()
-	requireLab(t)
+	Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	live := newLab(t, Spec{Hosts: []HostSpec{{Name: "a"}}})
@@ -274,7 +274,7 @@ func threadNS(t *testing.T) uint64 {
 // namespace, process or state directory behind. It does not run in
 // parallel, so every run it sees appear is its own.
 func TestNewFailureLeavesNothing(t *testing.T) {
-	requireLab(t)
+	Require(t)
 	before, err := runPrefixes()
 	if err != nil {
 		t.Fatal(err)

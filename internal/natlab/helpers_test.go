@@ -14,23 +14,10 @@ import (
 	"time"
 )
 
-// requireLab skips the test when this machine cannot build labs, naming
-// what is missing, unless RENDEZVOUS_NATLAB=required, which makes that a
-// failure (for CI, where the lab must run).
-func requireLab(t *testing.T) {
-	t.Helper()
-	if err := Check(); err != nil {
-		if os.Getenv("RENDEZVOUS_NATLAB") == "required" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-}
-
 // newLab builds a lab that is closed when the test ends, pass or fail.
 func newLab(t *testing.T, spec Spec) *Lab {
 	t.Helper()
-	requireLab(t)
+	Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	start := time.Now()

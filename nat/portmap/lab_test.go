@@ -12,22 +12,10 @@ import (
 	"github.com/p2pos/rendezvous/internal/natlab"
 )
 
-// requireLab skips the test when this machine cannot build labs, unless
-// RENDEZVOUS_NATLAB=required, which makes that a failure.
-func requireLab(t *testing.T) {
-	t.Helper()
-	if err := natlab.Check(); err != nil {
-		if os.Getenv("RENDEZVOUS_NATLAB") == "required" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-}
-
 // newLab builds a lab that is closed when the test ends.
 func newLab(t *testing.T, spec natlab.Spec) *natlab.Lab {
 	t.Helper()
-	requireLab(t)
+	natlab.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	l, err := natlab.New(ctx, spec, natlab.WithLogf(t.Logf))

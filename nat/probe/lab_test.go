@@ -5,25 +5,12 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/p2pos/rendezvous/internal/natlab"
 )
-
-// requireLab skips the test when this machine cannot build NAT labs,
-// unless RENDEZVOUS_NATLAB=required, which makes that a failure.
-func requireLab(t *testing.T) {
-	t.Helper()
-	if err := natlab.Check(); err != nil {
-		if os.Getenv("RENDEZVOUS_NATLAB") == "required" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-}
 
 // Ports of the lab's probe servers.
 const (
@@ -92,7 +79,7 @@ var labTimeouts = []time.Duration{6 * time.Second, 12 * time.Second}
 // with both servers, once with one) and measures the timeouts, all in
 // parallel.
 func TestLab(t *testing.T) {
-	requireLab(t)
+	natlab.Require(t)
 	spec := natlab.Spec{Hosts: []natlab.HostSpec{{Name: "s1"}, {Name: "s2"}}}
 	addHost := func(name string, rs natlab.RouterSpec) {
 		rs.Name = "r-" + name

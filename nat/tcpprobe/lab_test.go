@@ -4,25 +4,12 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/p2pos/rendezvous/internal/natlab"
 )
-
-// requireLab skips the test when this machine cannot build NAT labs,
-// unless RENDEZVOUS_NATLAB=required, which makes that a failure.
-func requireLab(t *testing.T) {
-	t.Helper()
-	if err := natlab.Check(); err != nil {
-		if os.Getenv("RENDEZVOUS_NATLAB") == "required" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-}
 
 // labPort is the hold server's port in the lab.
 const labPort uint16 = 4040
@@ -44,7 +31,7 @@ func hostDial(h *natlab.Host) DialFunc {
 // server on a public host: 3 s holds survive both, 12 s holds expire
 // behind the first only.
 func TestLab(t *testing.T) {
-	requireLab(t)
+	natlab.Require(t)
 	const shortTimeout = 6 * time.Second
 	spec := natlab.Spec{
 		Routers: []natlab.RouterSpec{

@@ -3,7 +3,6 @@ package classify
 import (
 	"context"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -17,12 +16,7 @@ import (
 // peers: each must report what the lab built, mapping and filtering told
 // apart.
 func TestEveryKind(t *testing.T) {
-	if err := natlab.Check(); err != nil {
-		if os.Getenv("RENDEZVOUS_NATLAB") == "required" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	natlab.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	_, file, _, _ := runtime.Caller(0)

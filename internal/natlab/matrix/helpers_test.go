@@ -2,7 +2,6 @@ package matrix
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -20,12 +19,7 @@ var labArgs = []string{"--public-ranges", natlab.InternetPrefix().String(), "--l
 // RENDEZVOUS_NATLAB=required) and builds the rendezvous command.
 func buildForLab(t *testing.T, ctx context.Context) string {
 	t.Helper()
-	if err := natlab.Check(); err != nil {
-		if os.Getenv("RENDEZVOUS_NATLAB") == "required" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	natlab.Require(t)
 	_, file, _, _ := runtime.Caller(0)
 	bin, err := natlab.BuildCommand(ctx, filepath.Join(filepath.Dir(file), "..", "..", ".."), "./cmd/rendezvous", t.TempDir())
 	if err != nil {

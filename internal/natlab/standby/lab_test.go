@@ -2,7 +2,6 @@ package standby
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -17,12 +16,7 @@ import (
 // commands.
 func buildForLab(t *testing.T, ctx context.Context) (rdv, van string) {
 	t.Helper()
-	if err := natlab.Check(); err != nil {
-		if os.Getenv("RENDEZVOUS_NATLAB") == "required" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	natlab.Require(t)
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
 	dir := t.TempDir()
