@@ -374,7 +374,7 @@ func (n *Node) waitIdentified(ctx context.Context, p peer.ID) {
 func (n *Node) watch(sub event.Subscription) {
 	defer n.wg.Done()
 	defer sub.Close()
-	ifaces := interfaceIPs()
+	ifaces := nat.InterfaceIPs()
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -388,7 +388,7 @@ func (n *Node) watch(sub event.Subscription) {
 				n.triggerPublish()
 				// A new interface address is a new network: what was
 				// measured of the old one's NAT no longer holds.
-				if now := interfaceIPs(); !slices.Equal(now, ifaces) {
+				if now := nat.InterfaceIPs(); !slices.Equal(now, ifaces) {
 					ifaces = now
 					n.networkChanged()
 				}
@@ -410,22 +410,6 @@ func (n *Node) networkChanged() {
 		n.restartSurvey(r)
 	}
 	n.resetTCPMeasure()
-}
-
-// interfaceIPs returns the sorted IP addresses of the machine's interfaces.
-func interfaceIPs() []string {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok {
-			out = append(out, ipn.IP.String())
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 // verdict takes the dial-back checker's conclusion.

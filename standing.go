@@ -286,7 +286,7 @@ func (n *Node) reapable(c network.Conn, relays map[peer.ID]bool, standing map[st
 	if relays[p] {
 		// The relay keeps a second connection only if the standing one
 		// is there.
-		return len(standing) > 0 && hasStanding(n.h.Network().ConnsToPeer(p), standing)
+		return hasStanding(n.h.Network().ConnsToPeer(p), standing)
 	}
 	ok, _ := n.h.Peerstore().SupportsProtocols(p, dht.KadProtocol, relay.HopProtocol)
 	return len(ok) > 0

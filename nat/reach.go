@@ -240,7 +240,10 @@ func (c *Checker) run(ctx context.Context, sub event.Subscription) {
 // through a NAT: a NAT that filters by address alone lets the dial-back in
 // from the very server we just talked to, and would pass for no NAT.
 func (c *Checker) candidates(confirmed []ma.Multiaddr) []ma.Multiaddr {
-	local := interfaceIPs()
+	local := map[string]bool{}
+	for _, ip := range InterfaceIPs() {
+		local[ip] = true
+	}
 	var all []ma.Multiaddr
 	for _, a := range c.h.Addrs() {
 		if ip, err := manet.ToIP(a); err == nil && local[ip.String()] {
@@ -274,18 +277,20 @@ func (c *Checker) candidates(confirmed []ma.Multiaddr) []ma.Multiaddr {
 	return out[:min(len(out), maxCandidates)]
 }
 
-// interfaceIPs returns the IP addresses of the machine's interfaces.
-func interfaceIPs() map[string]bool {
-	out := map[string]bool{}
+// InterfaceIPs returns the IP addresses of the machine's interfaces,
+// sorted.
+func InterfaceIPs() []string {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
-		return out
+		return nil
 	}
+	var out []string
 	for _, a := range addrs {
 		if ipn, ok := a.(*net.IPNet); ok {
-			out[ipn.IP.String()] = true
+			out = append(out, ipn.IP.String())
 		}
 	}
+	slices.Sort(out)
 	return out
 }
 
