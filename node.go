@@ -153,6 +153,25 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 		return nil, fmt.Errorf("rendezvous: start host: %w", err)
 	}
 
+	// Every node answers dial-back requests; a node whose reachability is
+	// not forced also finds its own that way, from checker.Start on. The
+	// verdict is put on the host's event bus too, where kad-dht follows it
+	// between client and server mode. The checker comes before anything
+	// that connects to peers: AutoNAT v2 learns its servers from connection
+	// events only.
+	copts := []nat.Option{nat.WithScope(s.scope), nat.WithLogger(s.log), nat.WithExtraAddrs(n.mappedAddrs)}
+	if s.reach == ReachabilityUnknown {
+		if n.reachEmit, err = n.h.EventBus().Emitter(new(event.EvtLocalReachabilityChanged)); err != nil {
+			return nil, err
+		}
+		copts = append(copts, nat.WithOnChange(n.verdict))
+	} else {
+		copts = append(copts, nat.ServeOnly())
+	}
+	if n.checker, err = nat.NewChecker(n.h, copts...); err != nil {
+		return nil, err
+	}
+
 	dmode := dht.ModeAuto
 	switch s.reach {
 	case ReachabilityPublic:
@@ -200,22 +219,7 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 		return nil, err
 	}
 
-	// Every node answers dial-back requests; a node whose reachability is
-	// not forced also finds its own that way. The verdict is put on the
-	// host's event bus too, where kad-dht follows it between client and
-	// server mode.
-	copts := []nat.Option{nat.WithScope(s.scope), nat.WithLogger(s.log), nat.WithExtraAddrs(n.mappedAddrs)}
-	if s.reach == ReachabilityUnknown {
-		if n.reachEmit, err = n.h.EventBus().Emitter(new(event.EvtLocalReachabilityChanged)); err != nil {
-			return nil, err
-		}
-		copts = append(copts, nat.WithOnChange(n.verdict))
-	} else {
-		copts = append(copts, nat.ServeOnly())
-	}
-	if n.checker, err = nat.NewChecker(n.h, copts...); err != nil {
-		return nil, err
-	}
+	n.checker.Start()
 	if s.reach == ReachabilityUnknown && !s.noPortMap {
 		if err := n.startPortMapping(); err != nil {
 			return nil, err

@@ -96,20 +96,30 @@ func WithLogger(l *logging.ZapEventLogger) Option {
 // Checker finds out, by dial-back, whether a host is publicly reachable. It
 // also serves dial-back requests of other peers. Its goroutines are owned
 // by it and end with Close.
+//
+// AutoNAT v2 learns which peers can dial back only from connection and
+// identify events, so a Checker must be created before its host connects
+// to any peer: peers connected before are never asked. It asks for its own
+// verdict from Start on, so that whoever hears the verdict can be built in
+// between.
 type Checker struct {
 	h  host.Host
 	an *autonatv2.AutoNAT
 	s  settings
 
-	wake   chan struct{}
-	cancel context.CancelFunc
-	done   chan struct{}
+	wake      chan struct{}
+	start     chan struct{}
+	startOnce sync.Once
+	cancel    context.CancelFunc
+	done      chan struct{}
 
 	mu      sync.Mutex
 	verdict Verdict // guarded by mu
 }
 
-// NewChecker starts checking h's reachability. The verdict starts Unknown.
+// NewChecker starts serving dial-backs on h and following which of h's
+// peers serve them. It checks h's own reachability once Start is called;
+// until then, and until the first check ends, the verdict is Unknown.
 func NewChecker(h host.Host, opts ...Option) (_ *Checker, err error) {
 	s := settings{scope: scope.Internet(), recheck: DefaultRecheck}
 	for _, o := range opts {
@@ -160,6 +170,7 @@ func NewChecker(h host.Host, opts ...Option) (_ *Checker, err error) {
 	c := &Checker{
 		h: h, an: an, s: s,
 		wake:    make(chan struct{}, 1),
+		start:   make(chan struct{}),
 		cancel:  cancel,
 		done:    make(chan struct{}),
 		verdict: Verdict{Reachability: network.ReachabilityUnknown, Time: time.Now()},
@@ -175,6 +186,11 @@ func (c *Checker) Verdict() Verdict {
 	v := c.verdict
 	v.Confirmed = slices.Clone(v.Confirmed)
 	return v
+}
+
+// Start begins checking the host's reachability. Later calls do nothing.
+func (c *Checker) Start() {
+	c.startOnce.Do(func() { close(c.start) })
 }
 
 // Recheck asks for a check soon, for example after a port mapping changed.
@@ -217,6 +233,11 @@ func (c *Checker) run(ctx context.Context, sub event.Subscription) {
 	if c.s.noCheck {
 		<-ctx.Done()
 		return
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-c.start:
 	}
 	timer := time.NewTimer(settle)
 	defer timer.Stop()

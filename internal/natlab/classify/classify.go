@@ -389,6 +389,12 @@ func (n *network) runOne(ctx context.Context, cfg Config, k string, i int, h *na
 		r.ClassifyMS = rep.NAT.ElapsedMS
 	}
 	r.Matched, r.Seen = expectations[k].judge(rep, h.Addr())
+	if !r.Matched {
+		// What netcheck logged (GOLOG_LOG_LEVEL) tells why.
+		if s := strings.TrimSpace(p.Stderr()); s != "" {
+			cfg.Logf("%d peer(s), %s #%d, netcheck's log:\n%s", n.peers, k, i, s)
+		}
+	}
 	return r
 }
 
