@@ -29,10 +29,14 @@ import (
 // where its probe servers listen. The answer is 4 bytes: the primary UDP
 // port and the alternate UDP port (0: none), big-endian, of the server at
 // the IP address the asking peer is connected to. One more byte may follow:
-// the number N of the peer's other probe servers, at other IP addresses of
-// the same host (at most 8), then N times 8 bytes: the IPv4 address, the
-// primary port and the alternate port. Askers that read only the first 4
-// bytes get what they always got.
+// the number N of probe servers listed with their address (at most 8), then
+// N times 8 bytes: the IPv4 address, the primary port and the alternate
+// port. A host with servers on several addresses lists them all there, the
+// first one's too: a connection accepted on an unspecified address (QUIC
+// on 0.0.0.0) does not tell the answering host which of its addresses the
+// asker dialed, so the asker takes the listed server at the address it
+// connected to, and the first 4 bytes only when none is listed there.
+// Askers that read only the first 4 bytes get what they always got.
 const ProbeProtocol = protocol.ID("/p2pos/nat-probe/1.0.0")
 
 // ErrNoProbeServers is returned when no peer asked runs a probe server.
@@ -384,7 +388,8 @@ func closeServers(servers []*localServer) error {
 }
 
 // handle answers ProbeProtocol with the server at the IP address the peer
-// is connected to, then the host's other servers.
+// is connected to, then, when the host has servers on several addresses,
+// all of them with their address.
 func (s *ProbeService) handle(st network.Stream) {
 	defer st.Close()
 	local := localIP(st.Conn())
@@ -393,14 +398,20 @@ func (s *ProbeService) handle(st network.Stream) {
 	s.mu.Unlock()
 	i := slices.IndexFunc(servers, func(ls *localServer) bool { return !ls.ip.IsValid() || ls.ip == local })
 	if i < 0 {
-		st.Reset()
-		return
+		if len(servers) < 2 {
+			st.Reset()
+			return
+		}
+		// The connection does not tell which address the peer dialed
+		// (local was guessed from the routes): it finds its own among
+		// the servers listed with their addresses.
+		i = 0
 	}
 	b := binary.BigEndian.AppendUint16(nil, servers[i].primary)
 	b = binary.BigEndian.AppendUint16(b, servers[i].alt)
 	var extra []extraServer
-	for j, ls := range servers {
-		if j != i && ls.ip.Is4() {
+	for _, ls := range servers {
+		if ls.ip.Is4() {
 			extra = append(extra, extraServer{ip: ls.ip, primary: ls.primary, alt: ls.alt})
 		}
 	}
@@ -523,7 +534,8 @@ func (s *ProbeService) learn(ctx context.Context, p peer.ID) {
 	if ctx.Err() != nil || s.servers == nil || s.h.Network().Connectedness(p) != network.Connected {
 		return
 	}
-	sib := sibling{addr: netip.AddrPortFrom(remote, ans.primary), local: local}
+	primary, _ := ans.at(remote)
+	sib := sibling{addr: netip.AddrPortFrom(remote, primary), local: local}
 	if old, ok := s.remote[p]; ok {
 		s.removeLocked(p, old)
 	}
@@ -642,9 +654,10 @@ func FindProbeServers(ctx context.Context, h host.Host, sc scope.Scope, peers []
 		if err != nil {
 			continue
 		}
-		found := []ProbeServer{ans.server(p, ip, ans.primary, ans.alt)}
+		primary, alt := ans.at(ip)
+		found := []ProbeServer{ans.server(p, ip, primary, alt)}
 		for _, e := range ans.extra {
-			if sc.IsPublic(ipMultiaddr(e.ip)) {
+			if e.ip != ip && sc.IsPublic(ipMultiaddr(e.ip)) {
 				found = append(found, ans.server(p, e.ip, e.primary, e.alt))
 			}
 		}
@@ -667,7 +680,19 @@ type probeAnswer struct {
 	extra        []extraServer
 }
 
-// extraServer is another probe server of the answering host.
+// at returns the ports of the server at ip, the address the asker
+// connected to: the one listed with that address, or else the first.
+func (a probeAnswer) at(ip netip.Addr) (primary, alt uint16) {
+	for _, e := range a.extra {
+		if e.ip == ip {
+			return e.primary, e.alt
+		}
+	}
+	return a.primary, a.alt
+}
+
+// extraServer is a probe server of the answering host listed with its
+// address.
 type extraServer struct {
 	ip           netip.Addr
 	primary, alt uint16

@@ -15,6 +15,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/p2pos/rendezvous/nat/probe"
 	"github.com/p2pos/rendezvous/scope"
@@ -302,6 +304,44 @@ func TestProbeServiceTwoAddresses(t *testing.T) {
 	only4 := scope.Only(netip.MustParsePrefix("127.0.0.4/32"))
 	if one, err := FindProbeServers(ctx, client, only4, []peer.ID{server.ID()}, 2); err != nil || len(one) != 1 {
 		t.Fatalf("narrow scope: %+v, %v", one, err)
+	}
+}
+
+// TestProbeServiceUnspecifiedListener: a host with two addresses that
+// accepts QUIC on 0.0.0.0 cannot tell from the connection which address a
+// peer dialed; a peer that dialed the second gets the second's server.
+func TestProbeServiceUnspecifiedListener(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	server, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/0.0.0.0/udp/0/quic-v1"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	client := newHost(t, "127.0.0.6")
+	svc := newService(t, server, "127.0.0.4", "127.0.0.5")
+	if err := svc.SetEnabled(true); err != nil {
+		t.Fatal(err)
+	}
+	servers := svc.Servers()
+	if len(servers) != 2 {
+		t.Fatalf("servers %v", servers)
+	}
+	port, err := server.Addrs()[0].ValueForProtocol(ma.P_UDP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := ma.StringCast("/ip4/127.0.0.5/udp/" + port + "/quic-v1")
+	if err := client.Connect(ctx, peer.AddrInfo{ID: server.ID(), Addrs: []ma.Multiaddr{second}}); err != nil {
+		t.Fatal(err)
+	}
+	if local := server.Network().ConnsToPeer(client.ID())[0].LocalMultiaddr(); !manet.IsIPUnspecified(local) {
+		t.Logf("the connection reports its local address %s: the case is not exercised", local)
+	}
+	client.Peerstore().AddProtocols(server.ID(), ProbeProtocol)
+	one, err := FindProbeServers(ctx, client, loop, []peer.ID{server.ID()}, 1)
+	if err != nil || len(one) != 1 || one[0].Primary != servers[1] {
+		t.Fatalf("found %+v, %v; want the server at %v", one, err, servers[1])
 	}
 }
 

@@ -394,6 +394,11 @@ func (n *network) runOne(ctx context.Context, cfg Config, k string, i int, h *na
 		if s := strings.TrimSpace(p.Stderr()); s != "" {
 			cfg.Logf("%d peer(s), %s #%d, netcheck's log:\n%s", n.peers, k, i, s)
 		}
+		// And the router's UDP flows whether the answers came back.
+		if rt := h.Router(); rt != nil {
+			out, _ := rt.Command(ctx, "conntrack", "-L", "-p", "udp").CombinedOutput()
+			cfg.Logf("%d peer(s), %s #%d, router %s's UDP flows:\n%s", n.peers, k, i, rt.Name(), out)
+		}
 	}
 	return r
 }
