@@ -70,6 +70,10 @@ type Publisher struct {
 	last    *Record   // guarded by mu
 	holders []peer.ID // guarded by mu
 	lastErr error     // guarded by mu
+	// kept and refused are the keepers that took the last record and
+	// those that did not (a keeper takes one record per peer every few
+	// seconds); guarded by mu.
+	kept, refused []peer.ID
 }
 
 // PublisherOption configures a Publisher.
@@ -141,6 +145,12 @@ func (p *Publisher) Close() error {
 const (
 	minRetry = 500 * time.Millisecond
 	maxRetry = 30 * time.Second
+	// keepRetry is when a record is handed again to the keepers that did
+	// not take it: after a keeper's per-peer limit (minKeepInterval) has
+	// passed.
+	keepRetry = minKeepInterval + time.Second
+	// keepRetries bounds those hand-offs per record.
+	keepRetries = 4
 )
 
 func (p *Publisher) run(ctx context.Context) {
@@ -154,6 +164,7 @@ func (p *Publisher) run(ctx context.Context) {
 	}
 	retry := minRetry
 	forced := true // the next publish happens even if nothing changed
+	handRetries := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -169,11 +180,26 @@ func (p *Publisher) run(ctx context.Context) {
 		}
 		c := p.source()
 		p.mu.Lock()
-		last := p.last
+		last, refused := p.last, p.refused
 		p.mu.Unlock()
 		now := p.d.s.now()
 		if !forced && last != nil && c.equal(Content{last.Addrs, last.RelayAddrs, last.NAT}) &&
 			now.Before(halfLife(last)) {
+			if len(refused) > 0 && handRetries < keepRetries {
+				// The record is current, but not every keeper took it.
+				handRetries++
+				res := p.handAgain(ctx, last)
+				if ctx.Err() != nil {
+					return
+				}
+				if p.notify != nil {
+					p.notify(PublishEvent{Record: last, Result: res})
+				}
+				if len(p.refusedNow()) > 0 && handRetries < keepRetries {
+					wake(keepRetry << handRetries)
+					continue
+				}
+			}
 			wake(halfLife(last).Sub(now))
 			continue
 		}
@@ -194,6 +220,11 @@ func (p *Publisher) run(ctx context.Context) {
 		retry = minRetry
 		forced = false
 		p.once.Do(func() { close(p.ready) })
+		handRetries = 0
+		if len(p.refusedNow()) > 0 {
+			wake(keepRetry)
+			continue
+		}
 		wake(halfLife(rec).Sub(p.d.s.now()))
 	}
 }
@@ -245,11 +276,12 @@ func (p *Publisher) publishOnce(ctx context.Context, c Content) (*Record, Publis
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if len(keepers) > 0 {
-		res, err := p.hand(ctx, rec, keepers)
+		res, refused, err := p.hand(ctx, rec, keepers)
 		if err == nil {
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			p.lastErr, p.last, p.holders = nil, rec, nil
+			p.kept, p.refused = res.Keepers, refused
 			p.d.cache.put(rec)
 			return rec, res, nil
 		}
@@ -263,16 +295,49 @@ func (p *Publisher) publishOnce(ctx context.Context, c Content) (*Record, Publis
 	if err == nil {
 		p.last = rec
 		p.holders = res.Holders
+		p.kept, p.refused = nil, nil
 	}
 	return rec, res, err
 }
 
+// refusedNow returns the keepers that did not take the last record.
+func (p *Publisher) refusedNow() []peer.ID {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.refused)
+}
+
+// handAgain hands rec, the last record, to the keepers that did not take
+// it and are keepers still. The result lists every keeper that holds it.
+func (p *Publisher) handAgain(ctx context.Context, rec *Record) PublishResult {
+	p.mu.Lock()
+	refused, kept := slices.Clone(p.refused), slices.Clone(p.kept)
+	p.mu.Unlock()
+	current := p.d.keepers(p.keepers())
+	refused = slices.DeleteFunc(refused, func(k peer.ID) bool { return !slices.Contains(current, k) })
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	res, still, err := p.hand(ctx, rec, refused)
+	if err != nil {
+		p.d.log.Debugw("keepers refused the record again", "error", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.last != rec { // a publish came in between: its outcome stands
+		return PublishResult{Keepers: p.kept}
+	}
+	p.kept = append(kept, res.Keepers...)
+	p.refused = still
+	res.Keepers = slices.Clone(p.kept)
+	return res
+}
+
 // hand gives the record to the keepers at once and succeeds when one of
-// them stored it.
-func (p *Publisher) hand(ctx context.Context, rec *Record, keepers []peer.ID) (PublishResult, error) {
+// them stored it; it also returns the keepers that did not.
+func (p *Publisher) hand(ctx context.Context, rec *Record, keepers []peer.ID) (PublishResult, []peer.ID, error) {
 	data, err := rec.Seal(p.d.key)
 	if err != nil {
-		return PublishResult{}, err
+		return PublishResult{}, nil, err
 	}
 	type answer struct {
 		keeper peer.ID
@@ -287,10 +352,12 @@ func (p *Publisher) hand(ctx context.Context, rec *Record, keepers []peer.ID) (P
 		}()
 	}
 	var res PublishResult
+	var refused []peer.ID
 	var errs []error
 	for range keepers {
 		a := <-answers
 		if a.err != nil {
+			refused = append(refused, a.keeper)
 			errs = append(errs, fmt.Errorf("%s: %w", a.keeper, a.err))
 			continue
 		}
@@ -298,9 +365,9 @@ func (p *Publisher) hand(ctx context.Context, rec *Record, keepers []peer.ID) (P
 		res.Stored = max(res.Stored, a.stored)
 	}
 	if len(res.Keepers) == 0 {
-		return res, errors.Join(errs...)
+		return res, refused, errors.Join(errs...)
 	}
-	return res, nil
+	return res, refused, nil
 }
 
 // seqSource hands out sequence numbers that only grow: the clock in
