@@ -1,0 +1,97 @@
+package nat
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/p2pos/rendezvous/scope"
+)
+
+// waitObserved waits, on o's change signal, until cond holds for o's
+// addresses with at least min observers.
+func waitObserved(t *testing.T, ctx context.Context, o *Observed, min int, cond func([]ObservedAddr) bool) []ObservedAddr {
+	t.Helper()
+	for {
+		got := o.Addrs(min)
+		if cond(got) {
+			return got
+		}
+		select {
+		case <-o.Changed():
+		case <-ctx.Done():
+			t.Fatalf("observed addresses %v: %v", got, ctx.Err())
+		}
+	}
+}
+
+// TestObserved: two peers at different addresses see the host at its
+// listen address; when one leaves, one observer is left.
+func TestObserved(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	h := newHost(t, "127.0.0.1")
+	b, c := newHost(t, "127.0.0.2"), newHost(t, "127.0.0.3")
+	o, err := NewObserved(h, loop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	connect(t, ctx, h, b)
+	connect(t, ctx, h, c)
+	listen := thinWaist(h.Addrs()[0])
+	got := waitObserved(t, ctx, o, 2, func(a []ObservedAddr) bool { return len(a) == 1 })
+	if !got[0].Addr.Equal(listen) || got[0].Observers != 2 {
+		t.Fatalf("observed %v, want %s seen by 2", got, listen)
+	}
+	if err := h.Network().ClosePeer(c.ID()); err != nil {
+		t.Fatal(err)
+	}
+	waitObserved(t, ctx, o, 2, func(a []ObservedAddr) bool { return len(a) == 0 })
+	if got := o.Addrs(1); len(got) != 1 || got[0].Observers != 1 {
+		t.Fatalf("after one left: %v", got)
+	}
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Close(); err != nil { // idempotent
+		t.Fatal(err)
+	}
+}
+
+func TestThinWaist(t *testing.T) {
+	for in, want := range map[string]string{
+		"/ip4/1.2.3.4/udp/4001/quic-v1/p2p/12D3KooWGieGVbRfiLBt6RkfEGnqazHevw5sdKDjh2xDQsXdMEhD": "/ip4/1.2.3.4/udp/4001/quic-v1",
+		"/ip4/1.2.3.4/tcp/4001":                  "/ip4/1.2.3.4/tcp/4001",
+		"/ip6/::1/udp/4001/quic-v1/webtransport": "/ip6/::1/udp/4001/quic-v1",
+		"/ip4/1.2.3.4/udp/4001":                  "",
+		"/dns4/example.com/tcp/4001":             "",
+	} {
+		got := thinWaist(ma.StringCast(in))
+		if (want == "" && got != nil) || (want != "" && (got == nil || got.String() != want)) {
+			t.Errorf("thinWaist(%s) = %v, want %q", in, got, want)
+		}
+	}
+}
+
+// TestObservedScope: only peers at in-scope addresses are believed.
+func TestObservedScope(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	h := newHost(t, "127.0.0.1")
+	b, c := newHost(t, "127.0.0.2"), newHost(t, "127.0.0.3")
+	o, err := NewObserved(h, scope.Only(netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("127.0.0.2/32")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	connect(t, ctx, h, c) // out of scope: c's report is ignored
+	connect(t, ctx, h, b)
+	got := waitObserved(t, ctx, o, 1, func(a []ObservedAddr) bool { return len(a) == 1 })
+	if got[0].Observers != 1 {
+		t.Fatalf("observed %v, want one observer", got)
+	}
+}
