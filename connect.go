@@ -65,3 +65,23 @@ func (n *Node) Connect(ctx context.Context, id peer.ID) (*Conn, error) {
 	}
 	return &Conn{Conn: c, Path: p, Record: res.Record, LookupTime: lookupTime}, nil
 }
+
+// WaitDirect waits until the node has a direct connection to id, for
+// example one that a hole punch made out of a relayed connection, and
+// returns it. A connection that came while a relayed one was up has the
+// path relay.PathHolePunched. It returns ctx's error if none came.
+func (n *Node) WaitDirect(ctx context.Context, id peer.ID) (*Conn, error) {
+	if n.closed() {
+		return nil, ErrClosed
+	}
+	before := relay.BestConn(n.h, id)
+	c, err := relay.WaitDirect(ctx, n.h, id)
+	if err != nil {
+		return nil, err
+	}
+	p := relay.PathOf(c)
+	if before != nil && before != c && relay.PathOf(before).Kind == relay.PathRelayed {
+		p.Kind = relay.PathHolePunched
+	}
+	return &Conn{Conn: c, Path: p}, nil
+}

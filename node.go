@@ -56,6 +56,8 @@ type Node struct {
 	checker   *nat.Checker // answers dial-backs; checks our own unless forced
 	probes    *nat.ProbeService
 	holds     *nat.HoldService
+	observed  *nat.Observed    // the addresses peers see us at
+	punch     *relay.HolePunch // DCUtR
 	keepers   []*portmap.Keeper // port mappings, in auto mode
 	tcp       *keepalive.Transport
 	reachEmit event.Emitter
@@ -169,6 +171,12 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 		copts = append(copts, nat.ServeOnly())
 	}
 	if n.checker, err = nat.NewChecker(n.h, copts...); err != nil {
+		return nil, err
+	}
+	if n.observed, err = nat.NewObserved(n.h, s.scope); err != nil {
+		return nil, err
+	}
+	if n.punch, err = relay.NewHolePunch(n.h, s.scope, n.punchAddrs); err != nil {
 		return nil, err
 	}
 
@@ -524,6 +532,34 @@ func (n *Node) recordContent() dht.Content {
 	return c
 }
 
+// punchAddrs are the addresses a hole punch announces: those peers
+// observe (behind an endpoint-independent NAT, one per listen socket), the
+// node's own (a public node's, or a LAN's for a peer behind the same
+// router), and its port mappings.
+func (n *Node) punchAddrs() []ma.Multiaddr {
+	var out []ma.Multiaddr
+	add := func(a ma.Multiaddr) {
+		for _, x := range out {
+			if x.Equal(a) {
+				return
+			}
+		}
+		out = append(out, a)
+	}
+	for _, o := range n.observed.Addrs(1) {
+		add(o.Addr)
+	}
+	for _, a := range n.mappedAddrs() {
+		add(a)
+	}
+	for _, a := range n.h.Addrs() {
+		if !relay.IsRelayed(a) {
+			add(a)
+		}
+	}
+	return out
+}
+
 // directAddrs are the node's in-scope, non-relay addresses.
 func (n *Node) directAddrs() []ma.Multiaddr {
 	var out []ma.Multiaddr
@@ -597,6 +633,12 @@ func (n *Node) Close() error {
 		}
 		if n.checker != nil {
 			errs = append(errs, n.checker.Close())
+		}
+		if n.punch != nil {
+			errs = append(errs, n.punch.Close())
+		}
+		if n.observed != nil {
+			errs = append(errs, n.observed.Close())
 		}
 		if n.reachEmit != nil {
 			errs = append(errs, n.reachEmit.Close())

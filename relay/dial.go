@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -22,6 +23,9 @@ const (
 	PathDirect PathKind = iota + 1
 	// PathRelayed goes through a circuit relay.
 	PathRelayed
+	// PathHolePunched is a direct connection that replaced a relayed one:
+	// both sides dialed each other at once through their NATs.
+	PathHolePunched
 )
 
 func (k PathKind) String() string {
@@ -30,6 +34,8 @@ func (k PathKind) String() string {
 		return "direct"
 	case PathRelayed:
 		return "relayed"
+	case PathHolePunched:
+		return "hole-punched"
 	}
 	return "unknown"
 }
@@ -99,6 +105,26 @@ func Dial(ctx context.Context, h host.Host, id peer.ID, direct, relayed []ma.Mul
 	p.DialTime = time.Since(start)
 	p.RTT = measureRTT(ctx, h, id)
 	return c, p, nil
+}
+
+// WaitDirect waits until h has a direct connection to id and returns it.
+// It returns ctx's error if none came.
+func WaitDirect(ctx context.Context, h host.Host, id peer.ID) (network.Conn, error) {
+	sub, err := h.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Close()
+	for {
+		if c := BestConn(h, id); c != nil && !c.Stat().Limited && !IsRelayed(c.RemoteMultiaddr()) {
+			return c, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-sub.Out():
+		}
+	}
 }
 
 // BestConn returns the connection to id that streams will use: a direct one

@@ -22,7 +22,9 @@ or relayed through one of the peer's relays. The peer's record is looked up
 first, then its direct and relay addresses are dialed together.
 
 With --ping N, N pings follow on the connection, relayed or not, and their
-round-trip times are summed up.
+round-trip times are summed up. With --direct-wait D, a relayed connection
+is given up to D to become direct (both peers run DCUtR, libp2p's hole
+punch, over it); the pings then go over the direct one.
 
 The connection is made from a short-lived node (private by default: a DHT
 client) that joins the network through the bootstrap peers and stops when done.
@@ -43,6 +45,10 @@ type connectJSON struct {
 	Connected bool           `json:"already_connected,omitempty"`
 	LookupMS  float64        `json:"lookup_ms"`
 	DialMS    float64        `json:"dial_ms"`
+	// FirstPath is the path of the first connection when a direct one
+	// replaced it (--direct-wait); DirectMS is when, from the start.
+	FirstPath *relay.PathKind `json:"first_path,omitempty"`
+	DirectMS  float64         `json:"direct_ms,omitempty"`
 	RTTMS     float64        `json:"rtt_ms"`
 	Ping      *pingStatsJSON `json:"ping,omitempty"`
 }
@@ -61,6 +67,7 @@ func runConnect(ctx context.Context, args []string, stdout io.Writer) (err error
 	var cf clientFlags
 	cf.register(fs)
 	pings := fs.Int("ping", 0, "ping the peer `N` times once connected")
+	directWait := fs.Duration("direct-wait", 0, "when the connection is relayed, wait up to `D` for a direct one (a hole punch)")
 	rest, err := parseArgs(fs, args, stdout)
 	if err != nil {
 		return err
@@ -80,6 +87,7 @@ func runConnect(ctx context.Context, args []string, stdout io.Writer) (err error
 	}
 	defer func() { err = errors.Join(err, closeError(n.Close())) }()
 
+	start := time.Now()
 	c, err := n.Connect(ctx, id)
 	if err != nil {
 		var de *relay.DialError
@@ -90,6 +98,21 @@ func runConnect(ctx context.Context, args []string, stdout io.Writer) (err error
 			return err
 		}
 		return lookupError(ctx, id, cf.timeout, err)
+	}
+	var firstPath *relay.PathKind
+	var directAt time.Duration
+	if c.Path.Kind == relay.PathRelayed && *directWait > 0 {
+		wctx, cancel := context.WithTimeout(ctx, *directWait)
+		d, err := n.WaitDirect(wctx, id)
+		cancel()
+		if err == nil {
+			directAt = time.Since(start)
+			k := c.Path.Kind
+			firstPath = &k
+			d.Record, d.LookupTime = c.Record, c.LookupTime
+			d.Path.DialTime, d.Path.RTT = c.Path.DialTime, c.Path.RTT
+			c = d
+		}
 	}
 	var rtts []time.Duration
 	if *pings > 0 {
@@ -110,6 +133,8 @@ func runConnect(ctx context.Context, args []string, stdout io.Writer) (err error
 		DialMS:     ms(c.Path.DialTime),
 		RTTMS:      ms(c.Path.RTT),
 		Ping:       pingStats(rtts),
+		FirstPath:  firstPath,
+		DirectMS:   ms(directAt),
 	}
 	if c.Path.Relay != "" {
 		out.Relay = c.Path.Relay.String()
@@ -130,6 +155,9 @@ func runConnect(ctx context.Context, args []string, stdout io.Writer) (err error
 	} else {
 		t.row("lookup", fmtMS(c.LookupTime))
 		t.row("dial", fmtMS(c.Path.DialTime))
+	}
+	if firstPath != nil {
+		t.row("direct after", fmt.Sprintf("%s (first %s)", fmtMS(directAt), firstPath))
 	}
 	if c.Path.RTT > 0 {
 		t.row("RTT", fmtMS(c.Path.RTT))

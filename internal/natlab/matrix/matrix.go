@@ -333,10 +333,17 @@ type connectLine struct {
 	LookupMS float64 `json:"lookup_ms"`
 	DialMS   float64 `json:"dial_ms"`
 	RTTMS    float64 `json:"rtt_ms"`
+	// FirstPath and DirectMS are set when a hole punch replaced the
+	// first, relayed, connection.
+	FirstPath string  `json:"first_path"`
+	DirectMS  float64 `json:"direct_ms"`
 	Ping     *struct {
 		RTTsMS []float64 `json:"rtts_ms"`
 	} `json:"ping"`
 }
+
+// directWait is how long a relayed connection is given to become direct.
+const directWait = 20 * time.Second
 
 func runCell(ctx context.Context, lab *natlab.Lab, cfg Config, transport, from, to string, target *node, common []string, boot string) Cell {
 	c := Cell{From: from, To: to, Transport: transport}
@@ -354,7 +361,7 @@ func runCell(ctx context.Context, lab *natlab.Lab, cfg Config, transport, from, 
 	defer counters.stop(ctx)
 
 	args := append([]string{"connect", "--mode", "private", "--bootstrap", boot, "--ping", "1",
-		"--timeout", cfg.Timeout.String()}, common...)
+		"--timeout", cfg.Timeout.String(), "--direct-wait", directWait.String()}, common...)
 	args = append(args, target.id)
 	p, err := h.Start(ctx, cfg.Binary, args...)
 	if err != nil {
@@ -372,13 +379,19 @@ func runCell(ctx context.Context, lab *natlab.Lab, cfg Config, transport, from, 
 		c.Path = cl.Path
 		c.Relay = cl.Relay
 		c.LookupMS, c.DialMS = cl.LookupMS, cl.DialMS
+		// The first byte went over the first connection: its RTT was
+		// measured when it was made (the pings may follow a hole punch).
 		first := cl.RTTMS
-		if cl.Ping != nil && len(cl.Ping.RTTsMS) > 0 {
+		if first == 0 && cl.Ping != nil && len(cl.Ping.RTTsMS) > 0 {
 			first = cl.Ping.RTTsMS[0]
 		}
 		c.FirstByteMS = cl.LookupMS + cl.DialMS + first
-		if c.Path == "direct" {
+		switch {
+		case c.Path == "direct":
 			d := c.LookupMS + c.DialMS
+			c.DirectMS = &d
+		case c.Path == "hole-punched" && cl.DirectMS > 0:
+			d := cl.DirectMS
 			c.DirectMS = &d
 		}
 	}
