@@ -1,0 +1,428 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	logging "github.com/ipfs/go-log/v2"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+	"golang.org/x/time/rate"
+
+	"github.com/p2pos/rendezvous/scope"
+)
+
+// PunchProtocol coordinates a hole punch through a relay, without a
+// relayed connection first. The initiator A, which found the target B's
+// record, asks one of B's relays R with a request naming B and carrying
+// A's addresses. R forwards it to B over the connection B holds to it,
+// adding A's address as R's connection sees it. B answers with its own
+// addresses, R passes the answer back, and both dial each other at once:
+// B at A's addresses, A at B's (it started on the addresses in B's record
+// as it sent the request, so its NAT is open when B's first packet
+// arrives). The wire format is described in punch_wire.go.
+//
+// Bounds: R forwards only to peers it has a direct connection to, at most
+// PunchLimits.PerPeer requests per second from one initiator and
+// PunchLimits.Total in all; B dials only addresses at the IP address R saw
+// A at, or private (LAN) addresses, at most maxPunchAddrs, with at most
+// maxPunchDials punches at once; every message is at most maxPunchMsg
+// bytes.
+const PunchProtocol = protocol.ID("/p2pos/punch/1.0.0")
+
+// PunchStatus is the status of a punch answer.
+type PunchStatus byte
+
+// Punch statuses.
+const (
+	PunchOK PunchStatus = iota
+	// PunchUnknownPeer: the relay has no direct connection to the target.
+	PunchUnknownPeer
+	// PunchRateLimited: the relay or the target refused, over a limit.
+	PunchRateLimited
+	// PunchRefused: the relay does not relay (it is not public), or the
+	// target does not take hole punches.
+	PunchRefused
+	// PunchNoAnswer: the relay got no answer from the target.
+	PunchNoAnswer
+)
+
+func (s PunchStatus) String() string {
+	switch s {
+	case PunchOK:
+		return "ok"
+	case PunchUnknownPeer:
+		return "target unknown to the relay"
+	case PunchRateLimited:
+		return "rate-limited"
+	case PunchRefused:
+		return "refused"
+	case PunchNoAnswer:
+		return "target did not answer"
+	}
+	return fmt.Sprintf("status %d", byte(s))
+}
+
+// PunchError is returned by Punch when the relay or the target said no.
+type PunchError struct {
+	Relay  peer.ID
+	Status PunchStatus
+}
+
+func (e *PunchError) Error() string {
+	return fmt.Sprintf("relay: hole punch through %s: %s", e.Relay, e.Status)
+}
+
+// PunchLimits bound what a relay forwards.
+type PunchLimits struct {
+	// PerPeer is the requests per second one initiator may make (burst
+	// PerPeerBurst); Total those of all initiators (burst TotalBurst).
+	PerPeer      rate.Limit
+	PerPeerBurst int
+	Total        rate.Limit
+	TotalBurst   int
+}
+
+// DefaultPunchLimits: 1 request per second per initiator with bursts of 4,
+// 200 per second in all with bursts of 400.
+func DefaultPunchLimits() PunchLimits {
+	return PunchLimits{PerPeer: 1, PerPeerBurst: 4, Total: 200, TotalBurst: 400}
+}
+
+// Bounds of the punch service.
+const (
+	punchStreamTimeout = 5 * time.Second
+	// punchDialTimeout bounds the target's dial back.
+	punchDialTimeout = 10 * time.Second
+	// maxPunchDials is how many dials back the target runs at once.
+	maxPunchDials = 8
+	// maxPunchPeers is how many initiators' limiters a relay keeps.
+	maxPunchPeers = 4096
+)
+
+// PunchService serves PunchProtocol: as a relay when enabled (SetRelay),
+// and always as a target. It also starts punches (Punch). Its goroutines
+// are owned by it and end with Close.
+type PunchService struct {
+	h      host.Host
+	scope  scope.Scope
+	addrs  func() []ma.Multiaddr
+	limits PunchLimits
+	log    *logging.ZapEventLogger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	dials  chan struct{} // semaphore of dials back
+
+	mu      sync.Mutex
+	relay   bool                      // guarded by mu
+	closed  bool                      // guarded by mu
+	total   *rate.Limiter             // guarded by mu
+	perPeer map[peer.ID]*rate.Limiter // guarded by mu
+}
+
+// NewPunchService starts serving PunchProtocol on h. addrs returns the
+// addresses to announce (as for NewHolePunch); sc decides which of a
+// peer's addresses may be dialed besides LAN ones.
+func NewPunchService(h host.Host, sc scope.Scope, addrs func() []ma.Multiaddr, log *logging.ZapEventLogger) *PunchService {
+	if log == nil {
+		log = logging.Logger("rendezvous/relay")
+	}
+	l := DefaultPunchLimits()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &PunchService{
+		h: h, scope: sc, addrs: addrs, limits: l, log: log,
+		ctx: ctx, cancel: cancel,
+		dials:   make(chan struct{}, maxPunchDials),
+		total:   rate.NewLimiter(l.Total, l.TotalBurst),
+		perPeer: map[peer.ID]*rate.Limiter{},
+	}
+	h.SetStreamHandler(PunchProtocol, s.handle)
+	return s
+}
+
+// SetRelay turns forwarding for other peers on or off: public nodes
+// forward.
+func (s *PunchService) SetRelay(on bool) {
+	s.mu.Lock()
+	s.relay = on
+	s.mu.Unlock()
+}
+
+// Close stops serving and waits for the service's goroutines. It is
+// idempotent.
+func (s *PunchService) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.h.RemoveStreamHandler(PunchProtocol)
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
+// goOwned runs f on a goroutine the service waits for at Close; it
+// returns false once closed.
+func (s *PunchService) goOwned(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+	return true
+}
+
+func (s *PunchService) handle(st network.Stream) {
+	defer st.Close()
+	st.SetDeadline(time.Now().Add(punchStreamTimeout))
+	m, err := readPunchMsg(st)
+	if err != nil {
+		s.log.Debugw("punch: bad message", "peer", st.Conn().RemotePeer(), "error", err)
+		st.Reset()
+		return
+	}
+	switch m.Type {
+	case msgRequest:
+		s.forward(st, m)
+	case msgForward:
+		s.answer(st, m)
+	default:
+		st.Reset()
+	}
+}
+
+func reply(st network.Stream, status PunchStatus, addrs []ma.Multiaddr) {
+	if len(addrs) > maxPunchAddrs {
+		addrs = addrs[:maxPunchAddrs]
+	}
+	if err := writePunchMsg(st, punchMsg{Type: msgAnswer, Status: status, Addrs: addrs}); err != nil {
+		st.Reset()
+	}
+}
+
+// allow applies the relay's limits to a request from p.
+func (s *PunchService) allow(p peer.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.perPeer[p]
+	if l == nil {
+		if len(s.perPeer) >= maxPunchPeers {
+			clear(s.perPeer) // limiters start full again: at worst a burst more
+		}
+		l = rate.NewLimiter(s.limits.PerPeer, s.limits.PerPeerBurst)
+		s.perPeer[p] = l
+	}
+	return l.Allow() && s.total.Allow()
+}
+
+// forward passes a request on to its target, as a relay.
+func (s *PunchService) forward(st network.Stream, m punchMsg) {
+	from := st.Conn().RemotePeer()
+	s.mu.Lock()
+	on := s.relay
+	s.mu.Unlock()
+	switch {
+	case !on || st.Conn().Stat().Limited || IsRelayed(st.Conn().RemoteMultiaddr()):
+		reply(st, PunchRefused, nil)
+		return
+	case !s.allow(from):
+		reply(st, PunchRateLimited, nil)
+		return
+	case m.Peer == "" || m.Peer == from || !directlyConnected(s.h, m.Peer):
+		reply(st, PunchUnknownPeer, nil)
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, punchStreamTimeout)
+	defer cancel()
+	ts, err := s.h.NewStream(network.WithNoDial(ctx, "punch forward"), m.Peer, PunchProtocol)
+	if err != nil {
+		reply(st, PunchUnknownPeer, nil)
+		return
+	}
+	defer ts.Close()
+	ts.SetDeadline(time.Now().Add(punchStreamTimeout))
+	fwd := punchMsg{Type: msgForward, Peer: from, Observed: st.Conn().RemoteMultiaddr(), Addrs: m.Addrs}
+	if err := writePunchMsg(ts, fwd); err != nil {
+		ts.Reset()
+		reply(st, PunchNoAnswer, nil)
+		return
+	}
+	ans, err := readPunchMsg(ts)
+	if err != nil || ans.Type != msgAnswer {
+		ts.Reset()
+		reply(st, PunchNoAnswer, nil)
+		return
+	}
+	reply(st, ans.Status, ans.Addrs)
+}
+
+// directlyConnected tells whether h has a direct connection to p.
+func directlyConnected(h host.Host, p peer.ID) bool {
+	for _, c := range h.Network().ConnsToPeer(p) {
+		if !c.Stat().Limited && !IsRelayed(c.RemoteMultiaddr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// answer takes a forwarded request, as its target: it answers with its
+// addresses and dials the initiator back.
+func (s *PunchService) answer(st network.Stream, m punchMsg) {
+	if st.Conn().Stat().Limited || IsRelayed(st.Conn().RemoteMultiaddr()) || m.Peer == "" || m.Peer == s.h.ID() {
+		reply(st, PunchRefused, nil)
+		return
+	}
+	targets := dialable(s.scope, m.Observed, m.Addrs)
+	if len(targets) == 0 {
+		reply(st, PunchRefused, nil)
+		return
+	}
+	select {
+	case s.dials <- struct{}{}:
+	default:
+		reply(st, PunchRateLimited, nil)
+		return
+	}
+	reply(st, PunchOK, punchable(s.scope, s.addrs()))
+	if !s.goOwned(func() {
+		defer func() { <-s.dials }()
+		ctx, cancel := context.WithTimeout(s.ctx, punchDialTimeout)
+		defer cancel()
+		err := punchDial(ctx, s.h, m.Peer, targets, true)
+		s.log.Debugw("punch: dialed back", "peer", m.Peer, "addrs", targets, "error", err)
+	}) {
+		<-s.dials
+	}
+}
+
+// dialable keeps the initiator's addresses a target may dial: those at the
+// IP address the relay saw it at, and private (LAN) ones; never more than
+// maxPunchAddrs.
+func dialable(sc scope.Scope, observed ma.Multiaddr, addrs []ma.Multiaddr) []ma.Multiaddr {
+	seen, ok := ipOf(observed)
+	var out []ma.Multiaddr
+	for _, a := range punchable(sc, addrs) {
+		ip, aok := ipOf(a)
+		if !aok {
+			continue
+		}
+		if (ok && ip == seen) || (manet.IsPrivateAddr(a) && !sc.IsPublic(a)) {
+			out = append(out, a)
+		}
+		if len(out) == maxPunchAddrs {
+			break
+		}
+	}
+	return out
+}
+
+func ipOf(a ma.Multiaddr) (netip.Addr, bool) {
+	if len(a) == 0 {
+		return netip.Addr{}, false
+	}
+	ip, err := manet.ToIP(a)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	addr, ok := netip.AddrFromSlice(ip)
+	return addr.Unmap(), ok
+}
+
+// punchDial dials p at addrs directly, as one side of a simultaneous open:
+// the client side dials; the other side sends packets that open its NAT
+// and waits for the client's connection (QUIC), or dials too (TCP).
+func punchDial(ctx context.Context, h host.Host, p peer.ID, addrs []ma.Multiaddr, client bool) error {
+	ctx = network.WithForceDirectDial(ctx, "hole punch")
+	ctx = network.WithSimultaneousConnect(ctx, client, "hole punch")
+	return h.Connect(ctx, peer.AddrInfo{ID: p, Addrs: addrs})
+}
+
+// ErrPunchFailed is returned by Punch when no direct connection came.
+var ErrPunchFailed = errors.New("relay: hole punch failed")
+
+// Punch asks relayID, one of target's relays, to coordinate a hole punch,
+// and dials target at once at known (the addresses in its record) and at
+// the addresses it answers with. It returns the direct connection that
+// came, or an error: a *PunchError when the relay or the target refused,
+// ErrPunchFailed (wrapping ctx's error) when nothing came in time.
+func (s *PunchService) Punch(ctx context.Context, relayID, target peer.ID, known []ma.Multiaddr) (network.Conn, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	own := punchable(s.scope, s.addrs())
+	if len(own) > maxPunchAddrs {
+		own = own[:maxPunchAddrs]
+	}
+	known = punchable(s.scope, known)
+	dial := func(addrs []ma.Multiaddr) {
+		if len(addrs) == 0 {
+			return
+		}
+		wg.Go(func() { punchDial(ctx, s.h, target, addrs, false) })
+	}
+	dial(known)
+
+	st, err := s.h.NewStream(ctx, relayID, PunchProtocol)
+	if err != nil {
+		return nil, fmt.Errorf("relay: hole punch through %s: %w", relayID, err)
+	}
+	st.SetDeadline(time.Now().Add(punchStreamTimeout))
+	if err := writePunchMsg(st, punchMsg{Type: msgRequest, Peer: target, Addrs: own}); err != nil {
+		st.Reset()
+		return nil, fmt.Errorf("relay: hole punch through %s: %w", relayID, err)
+	}
+	ans, err := readPunchMsg(st)
+	st.Close()
+	if err != nil {
+		return nil, fmt.Errorf("relay: hole punch through %s: %w", relayID, err)
+	}
+	if ans.Type != msgAnswer {
+		return nil, fmt.Errorf("%w: answer of type %d", errMalformed, ans.Type)
+	}
+	if ans.Status != PunchOK {
+		return nil, &PunchError{Relay: relayID, Status: ans.Status}
+	}
+	var fresh []ma.Multiaddr
+	for _, a := range punchable(s.scope, ans.Addrs) {
+		if !containsAddr(known, a) {
+			fresh = append(fresh, a)
+		}
+	}
+	dial(fresh)
+	c, err := WaitDirect(ctx, s.h, target)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrPunchFailed, err)
+	}
+	return c, nil
+}
+
+func containsAddr(list []ma.Multiaddr, a ma.Multiaddr) bool {
+	for _, x := range list {
+		if x.Equal(a) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,203 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/p2pos/rendezvous/scope"
+)
+
+var loop = scope.With(netip.MustParsePrefix("127.0.0.0/8"))
+
+func newHost(t *testing.T, ip string) host.Host {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/"+ip+"/udp/0/quic-v1"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// newPunchHost starts a host on all addresses, as nodes run (QUIC dials
+// then leave from the listening socket, whose mapping a NAT would keep),
+// that announces only its loopback address.
+func newPunchHost(t *testing.T) (host.Host, *PunchService) {
+	t.Helper()
+	h := newHost(t, "0.0.0.0")
+	loopback := func() []ma.Multiaddr {
+		var out []ma.Multiaddr
+		for _, a := range h.Addrs() {
+			if manet.IsIPLoopback(a) {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+	s := NewPunchService(h, loop, loopback, nil)
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return h, s
+}
+
+func connectHosts(t *testing.T, ctx context.Context, from, to host.Host) {
+	t.Helper()
+	var addrs []ma.Multiaddr
+	for _, a := range to.Addrs() {
+		if manet.IsIPLoopback(a) {
+			addrs = append(addrs, a)
+		}
+	}
+	if err := from.Connect(ctx, peer.AddrInfo{ID: to.ID(), Addrs: addrs}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPunchThroughRelay: A asks R to coordinate with B, which R holds a
+// connection to; B dials A back and A ends up with a direct connection.
+// R refuses while it is not a relay, and for a peer it does not know.
+func TestPunchThroughRelay(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, rs := newPunchHost(t)
+	a, as := newPunchHost(t)
+	b, _ := newPunchHost(t)
+	c := newHost(t, "127.0.0.1")
+	connectHosts(t, ctx, a, r)
+	connectHosts(t, ctx, b, r)
+
+	var pe *PunchError
+	if _, err := as.Punch(ctx, r.ID(), b.ID(), nil); !errors.As(err, &pe) || pe.Status != PunchRefused {
+		t.Fatalf("relay off: %v, want refused", err)
+	}
+	rs.SetRelay(true)
+	if _, err := as.Punch(ctx, r.ID(), c.ID(), nil); !errors.As(err, &pe) || pe.Status != PunchUnknownPeer {
+		t.Fatalf("unknown target: %v, want unknown peer", err)
+	}
+	conn, err := as.Punch(ctx, r.ID(), b.ID(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conn.RemotePeer() != b.ID() || IsRelayed(conn.RemoteMultiaddr()) {
+		t.Fatalf("connection %s to %s", conn.RemoteMultiaddr(), conn.RemotePeer())
+	}
+}
+
+// TestPunchRateLimited: a relay takes PerPeerBurst requests from one
+// initiator at once, then refuses.
+func TestPunchRateLimited(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, rs := newPunchHost(t)
+	a, as := newPunchHost(t)
+	rs.SetRelay(true)
+	connectHosts(t, ctx, a, r)
+	missing := newHost(t, "127.0.0.3").ID()
+	var pe *PunchError
+	for i := range DefaultPunchLimits().PerPeerBurst + 1 {
+		_, err := as.Punch(ctx, r.ID(), missing, nil)
+		want := PunchUnknownPeer
+		if i == DefaultPunchLimits().PerPeerBurst {
+			want = PunchRateLimited
+		}
+		if !errors.As(err, &pe) || pe.Status != want {
+			t.Fatalf("request %d: %v, want %s", i, err, want)
+		}
+	}
+}
+
+func TestDialable(t *testing.T) {
+	obs := ma.StringCast("/ip4/1.2.3.4/udp/4001/quic-v1")
+	in := []ma.Multiaddr{
+		ma.StringCast("/ip4/1.2.3.4/udp/5000/quic-v1"), // at the observed IP
+		ma.StringCast("/ip4/5.6.7.8/udp/4001/quic-v1"),  // a third party
+		ma.StringCast("/ip4/192.168.1.20/tcp/4001"),         // LAN
+		ma.StringCast("/ip4/127.0.0.1/tcp/4001"),            // loopback, out of scope
+	}
+	got := dialable(scope.Internet(), obs, in)
+	if len(got) != 2 || !got[0].Equal(in[0]) || !got[1].Equal(in[2]) {
+		t.Fatalf("dialable %v", got)
+	}
+}
+
+func TestPunchWire(t *testing.T) {
+	id := testID(t)
+	m := punchMsg{Type: msgForward, Peer: id, Observed: ma.StringCast("/ip4/1.2.3.4/udp/4001/quic-v1"),
+		Addrs: []ma.Multiaddr{ma.StringCast("/ip4/192.168.1.20/tcp/4001"), ma.StringCast("/ip6/::1/udp/1/quic-v1")}}
+	b, err := m.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := readPunchMsg(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Type != m.Type || got.Peer != m.Peer || !got.Observed.Equal(m.Observed) || len(got.Addrs) != 2 || !got.Addrs[1].Equal(m.Addrs[1]) {
+		t.Fatalf("round trip: %+v", got)
+	}
+	// Every truncation is refused, and so is a byte more.
+	for i := range len(b) - 2 {
+		if _, err := parsePunchMsg(b[2 : 2+i]); !errors.Is(err, errMalformed) {
+			t.Errorf("truncated to %d: %v", i, err)
+		}
+	}
+	if _, err := parsePunchMsg(append(b[2:], 0)); !errors.Is(err, errMalformed) {
+		t.Errorf("trailing byte: %v", err)
+	}
+	too := m
+	too.Addrs = make([]ma.Multiaddr, maxPunchAddrs+1)
+	for i := range too.Addrs {
+		too.Addrs[i] = m.Addrs[0]
+	}
+	if _, err := too.encode(); err == nil {
+		t.Error("encoded too many addresses")
+	}
+}
+
+func FuzzPunchMsg(f *testing.F) {
+	id, _ := peer.Decode("12D3KooWGieGVbRfiLBt6RkfEGnqazHevw5sdKDjh2xDQsXdMEhD")
+	for _, m := range []punchMsg{
+		{Type: msgRequest, Peer: id, Addrs: []ma.Multiaddr{ma.StringCast("/ip4/1.2.3.4/udp/4001/quic-v1")}},
+		{Type: msgForward, Peer: id, Observed: ma.StringCast("/ip4/1.2.3.4/tcp/4001")},
+		{Type: msgAnswer, Status: PunchRateLimited},
+	} {
+		b, err := m.encode()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b[2:])
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := parsePunchMsg(b)
+		if err != nil {
+			if !errors.Is(err, errMalformed) {
+				t.Fatalf("error %v does not wrap errMalformed", err)
+			}
+			return
+		}
+		if len(m.Addrs) > maxPunchAddrs {
+			t.Fatalf("%d addresses", len(m.Addrs))
+		}
+		// What parses encodes again, to the same bytes.
+		out, err := m.encode()
+		if err != nil {
+			t.Fatalf("re-encoding %+v: %v", m, err)
+		}
+		if !bytes.Equal(out[2:], b) {
+			t.Fatalf("re-encoded %x, parsed %x", out[2:], b)
+		}
+	})
+}
