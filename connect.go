@@ -7,6 +7,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 
 	"github.com/p2pos/rendezvous/dht"
 	"github.com/p2pos/rendezvous/relay"
@@ -25,6 +26,22 @@ type Conn struct {
 	Record *dht.Record
 	// LookupTime is how long finding the record took (0 when cached).
 	LookupTime time.Duration
+	// Attempts are the ways tried, in the order they ended.
+	Attempts []Attempt
+}
+
+// Attempt is one way Connect tried.
+type Attempt struct {
+	// Kind is "punch" (a hole punch coordinated by one of the peer's
+	// relays) or "dial" (its direct and relay addresses).
+	Kind string
+	// Relay is the relay a punch went through.
+	Relay peer.ID
+	// Took is how long the attempt ran, from the end of the lookup.
+	Took time.Duration
+	// Err says why it failed; nil when it made the connection, or was
+	// given up because another one did.
+	Err error
 }
 
 // Connect finds id's record and connects to it, dialing its direct and relay
@@ -47,7 +64,7 @@ func (n *Node) Connect(ctx context.Context, id peer.ID) (*Conn, error) {
 		return nil, err
 	}
 	lookupTime := time.Since(start)
-	c, p, err := relay.Dial(ctx, n.h, id, res.Record.Addrs, res.Record.RelayAddrs)
+	c, p, attempts, err := n.dial(ctx, id, res.Record)
 	if err != nil && res.Cached && ctx.Err() == nil {
 		n.d.Forget(id)
 		start = time.Now()
@@ -55,7 +72,9 @@ func (n *Node) Connect(ctx context.Context, id peer.ID) (*Conn, error) {
 			return nil, err
 		}
 		lookupTime = time.Since(start)
-		c, p, err = relay.Dial(ctx, n.h, id, res.Record.Addrs, res.Record.RelayAddrs)
+		var more []Attempt
+		c, p, more, err = n.dial(ctx, id, res.Record)
+		attempts = append(attempts, more...)
 	}
 	if err != nil {
 		return nil, err
@@ -63,7 +82,7 @@ func (n *Node) Connect(ctx context.Context, id peer.ID) (*Conn, error) {
 	if res.Cached {
 		lookupTime = 0
 	}
-	return &Conn{Conn: c, Path: p, Record: res.Record, LookupTime: lookupTime}, nil
+	return &Conn{Conn: c, Path: p, Record: res.Record, LookupTime: lookupTime, Attempts: attempts}, nil
 }
 
 // WaitDirect waits until the node has a direct connection to id, for
@@ -84,4 +103,159 @@ func (n *Node) WaitDirect(ctx context.Context, id peer.ID) (*Conn, error) {
 		p.Kind = relay.PathHolePunched
 	}
 	return &Conn{Conn: c, Path: p}, nil
+}
+
+// Bounds of Connect's strategy.
+const (
+	// punchHead is how long a punch runs alone before the peer's relay
+	// addresses are dialed too, in round trips to the relay, within
+	// minPunchHead and maxPunchHead.
+	punchHead    = 4
+	minPunchHead = 100 * time.Millisecond
+	maxPunchHead = 400 * time.Millisecond
+	// punchBudget bounds a punch, also one that goes on after a relayed
+	// connection was returned.
+	punchBudget = 10 * time.Second
+)
+
+// dial connects to rec's peer. A peer reachable only through relays is
+// punched to first: one of its relays coordinates, and the relay addresses
+// are dialed too after a head start that depends on the round trip to the
+// relay, or at once when the two NATs cannot be punched through. A punch
+// that loses to the relay goes on, so that the connection becomes direct.
+func (n *Node) dial(ctx context.Context, id peer.ID, rec *dht.Record) (network.Conn, relay.Path, []Attempt, error) {
+	ri, ok := n.punchRelay(rec)
+	if !ok {
+		c, p, err := relay.Dial(ctx, n.h, id, rec.Addrs, rec.RelayAddrs)
+		return c, p, []Attempt{{Kind: "dial", Err: err}}, err
+	}
+	start := time.Now()
+	n.h.Peerstore().AddAddrs(ri.ID, ri.Addrs, peerstore.TempAddrTTL)
+	type result struct {
+		kind string
+		c    network.Conn
+		p    relay.Path
+		err  error
+		took time.Duration
+	}
+	results := make(chan result, 2)
+	pctx, pcancel := context.WithTimeout(n.ctx, punchBudget)
+	if !n.goOwned(func() {
+		defer pcancel()
+		c, err := n.punchSvc.Punch(pctx, ri.ID, id, rec.Addrs)
+		r := result{kind: "punch", c: c, err: err, took: time.Since(start)}
+		if err == nil {
+			r.p = relay.PathOf(c)
+			r.p.Kind = relay.PathHolePunched
+			r.p.DialTime = r.took
+		}
+		results <- r
+	}) {
+		pcancel()
+		return nil, relay.Path{}, nil, ErrClosed
+	}
+	head := n.punchHead(ri.ID, rec.NAT)
+	timer := time.NewTimer(head)
+	defer timer.Stop()
+	var attempts []Attempt
+	dialing, pending := false, 1
+	startDial := func() {
+		dialing = true
+		pending++
+		go func() {
+			c, p, err := relay.Dial(ctx, n.h, id, nil, rec.RelayAddrs)
+			results <- result{kind: "dial", c: c, p: p, err: err, took: time.Since(start)}
+		}()
+	}
+	var lastErr error
+	for pending > 0 {
+		select {
+		case <-timer.C:
+			if !dialing {
+				startDial()
+			}
+			continue
+		case r := <-results:
+			pending--
+			attempts = append(attempts, Attempt{Kind: r.kind, Relay: relayIf(r.kind == "punch", ri.ID), Took: r.took, Err: r.err})
+			if r.err == nil {
+				if r.kind == "punch" {
+					r.p.RTT = relay.MeasureRTT(ctx, n.h, id)
+				}
+				// A relayed connection leaves the punch running: it
+				// ends alone, within punchBudget.
+				return r.c, r.p, attempts, nil
+			}
+			lastErr = r.err
+			if !dialing {
+				startDial()
+			}
+		}
+	}
+	return nil, relay.Path{}, attempts, lastErr
+}
+
+func relayIf(ok bool, id peer.ID) peer.ID {
+	if ok {
+		return id
+	}
+	return ""
+}
+
+// punchRelay picks the relay to coordinate a punch to rec's peer: one of
+// its relays, one the node is connected to first. ok is false when the
+// peer has no relay, or has direct addresses and no NAT.
+func (n *Node) punchRelay(rec *dht.Record) (peer.AddrInfo, bool) {
+	if n.s.noHolePunch || len(rec.RelayAddrs) == 0 || rec.NAT.Reachability == dht.ReachabilityPublic {
+		return peer.AddrInfo{}, false
+	}
+	var best peer.AddrInfo
+	found := false
+	for _, a := range rec.RelayAddrs {
+		ai, ok := relay.RelayAddrInfo(a)
+		if !ok || ai.ID == n.h.ID() {
+			continue
+		}
+		if n.h.Network().Connectedness(ai.ID) == network.Connected {
+			return ai, true
+		}
+		if !found {
+			best, found = ai, true
+		}
+	}
+	return best, found
+}
+
+// punchHead is how long a punch to a peer behind nat runs before its relay
+// addresses are dialed too: none when the NATs cannot be punched through,
+// else punchHead round trips to the relay (as measured by identify and
+// pings, if known).
+func (n *Node) punchHead(relayID peer.ID, peerNAT dht.NATInfo) time.Duration {
+	n.mu.Lock()
+	own := n.natInfo
+	n.mu.Unlock()
+	if !punchable(own, peerNAT) {
+		return 0
+	}
+	rtt := n.h.Peerstore().LatencyEWMA(relayID)
+	if rtt == 0 {
+		return maxPunchHead
+	}
+	return min(max(punchHead*rtt, minPunchHead), maxPunchHead)
+}
+
+// punchable tells whether two NATs may let a hole punch through, as far as
+// their records say. Unknown behaviour counts as possible.
+func punchable(a, b dht.NATInfo) bool {
+	dependent := func(x dht.NATInfo) bool {
+		return x.Mapping == dht.AddressAndPortDependent || x.Mapping == dht.AddressDependent
+	}
+	strict := func(x dht.NATInfo) bool { return x.Filtering == dht.AddressAndPortDependent }
+	switch {
+	case dependent(a) && dependent(b):
+		return false
+	case dependent(a) && strict(b), dependent(b) && strict(a):
+		return false
+	}
+	return true
 }

@@ -58,6 +58,7 @@ type Node struct {
 	holds     *nat.HoldService
 	observed  *nat.Observed    // the addresses peers see us at
 	punch     *relay.HolePunch // DCUtR
+	punchSvc  *relay.PunchService
 	keepers   []*portmap.Keeper // port mappings, in auto mode
 	tcp       *keepalive.Transport
 	reachEmit event.Emitter
@@ -176,9 +177,13 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 	if n.observed, err = nat.NewObserved(n.h, s.scope); err != nil {
 		return nil, err
 	}
-	if n.punch, err = relay.NewHolePunch(n.h, s.scope, n.punchAddrs); err != nil {
-		return nil, err
+	if !s.noHolePunch {
+		if n.punch, err = relay.NewHolePunch(n.h, s.scope, n.punchAddrs); err != nil {
+			return nil, err
+		}
 	}
+	n.punchSvc = relay.NewPunchService(n.h, s.scope, n.punchAddrs, s.log)
+	n.punchSvc.SetPunching(!s.noHolePunch)
 
 	dmode := dht.ModeAuto
 	switch s.reach {
@@ -391,6 +396,10 @@ func (n *Node) watch(sub event.Subscription) {
 		select {
 		case <-n.ctx.Done():
 			return
+		case <-n.observed.Changed():
+			// The record of a node behind an endpoint-independent NAT
+			// carries the addresses its peers observe.
+			n.triggerPublish()
 		case ev, ok := <-sub.Out():
 			if !ok {
 				return
@@ -458,6 +467,7 @@ func (n *Node) applyReachability() {
 		n.log.Warnw("relay service", "error", err)
 	}
 	n.keeper.SetEnabled(public)
+	n.punchSvc.SetRelay(public)
 	if err := n.holds.SetEnabled(public); err != nil && !errors.Is(err, net.ErrClosed) {
 		n.log.Warnw("hold service", "error", err)
 	}
@@ -518,8 +528,15 @@ func (n *Node) recordContent() dht.Content {
 	n.mu.Unlock()
 	info.Reachability = r
 	c := dht.Content{NAT: info}
-	if r != ReachabilityPrivate {
+	switch {
+	case r != ReachabilityPrivate:
 		c.Addrs = n.directAddrs()
+	case info.Mapping == dht.EndpointIndependent:
+		// Behind a NAT that maps endpoint-independently, the address
+		// peers observe is the one a hole punch goes to: a peer that
+		// looks the record up starts dialing it while it asks a relay to
+		// coordinate.
+		c.Addrs = n.observedAddrs()
 	}
 	if r != ReachabilityPublic {
 		c.RelayAddrs = n.reserver.Addrs()
@@ -555,6 +572,21 @@ func (n *Node) punchAddrs() []ma.Multiaddr {
 	for _, a := range n.h.Addrs() {
 		if !relay.IsRelayed(a) {
 			add(a)
+		}
+	}
+	return out
+}
+
+// maxObservedInRecord bounds the observed addresses a record carries.
+const maxObservedInRecord = 4
+
+// observedAddrs are the in-scope addresses peers observe the node at, most
+// observed first.
+func (n *Node) observedAddrs() []ma.Multiaddr {
+	var out []ma.Multiaddr
+	for _, o := range n.observed.Addrs(1) {
+		if n.s.scope.IsPublic(o.Addr) && len(out) < maxObservedInRecord {
+			out = append(out, o.Addr)
 		}
 	}
 	return out
@@ -624,8 +656,11 @@ const readvertiseEvery = 12 * time.Hour
 // goroutines. It is idempotent; later calls return the first call's result.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
-		// Stop our own goroutines first, then the parts they use.
+		// Stop our own goroutines first, then the parts they use. The
+		// cancel happens under mu, so goOwned adds no goroutine after it.
+		n.mu.Lock()
 		n.cancel()
+		n.mu.Unlock()
 		n.wg.Wait()
 		var errs []error
 		for _, k := range n.keepers {
@@ -636,6 +671,9 @@ func (n *Node) Close() error {
 		}
 		if n.punch != nil {
 			errs = append(errs, n.punch.Close())
+		}
+		if n.punchSvc != nil {
+			errs = append(errs, n.punchSvc.Close())
 		}
 		if n.observed != nil {
 			errs = append(errs, n.observed.Close())
@@ -674,6 +712,22 @@ func (n *Node) Close() error {
 }
 
 func (n *Node) closed() bool { return n.ctx.Err() != nil }
+
+// goOwned runs f on a goroutine Close waits for; it returns false, without
+// running f, once the node is closing.
+func (n *Node) goOwned(f func()) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed() {
+		return false
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+	return true
+}
 
 // ID returns the node's peer ID.
 func (n *Node) ID() peer.ID { return n.h.ID() }

@@ -66,6 +66,7 @@ type settings struct {
 	relayResources    *circuit.Resources
 	reservations      int
 	noPortMap         bool
+	noHolePunch       bool
 	noNATSurvey       bool
 	timeoutCandidates []time.Duration
 	log               *logging.ZapEventLogger
@@ -259,6 +260,15 @@ func WithReservations(n int) Option {
 // does by default.
 func WithoutPortMapping() Option {
 	return func(s *settings) error { s.noPortMap = true; return nil }
+}
+
+// WithoutHolePunching stops the node from punching holes: Connect dials a
+// NATed peer's relay addresses without asking a relay to coordinate a
+// punch, the node takes no punch a relay forwards, and it runs no DCUtR.
+// A public node still coordinates punches between other peers. Peers then
+// see only the node's relays, never its address.
+func WithoutHolePunching() Option {
+	return func(s *settings) error { s.noHolePunch = true; return nil }
 }
 
 // WithoutNATSurvey stops a node whose reachability is not forced from

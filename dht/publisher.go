@@ -74,6 +74,7 @@ type Publisher struct {
 	// those that did not (a keeper takes one record per peer every few
 	// seconds); guarded by mu.
 	kept, refused []peer.ID
+	stored        int // the most servers a keeper stored the last record on; guarded by mu
 }
 
 // PublisherOption configures a Publisher.
@@ -281,7 +282,7 @@ func (p *Publisher) publishOnce(ctx context.Context, c Content) (*Record, Publis
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			p.lastErr, p.last, p.holders = nil, rec, nil
-			p.kept, p.refused = res.Keepers, refused
+			p.kept, p.refused, p.stored = res.Keepers, refused, res.Stored
 			p.d.cache.put(rec)
 			return rec, res, nil
 		}
@@ -295,7 +296,7 @@ func (p *Publisher) publishOnce(ctx context.Context, c Content) (*Record, Publis
 	if err == nil {
 		p.last = rec
 		p.holders = res.Holders
-		p.kept, p.refused = nil, nil
+		p.kept, p.refused, p.stored = nil, nil, 0
 	}
 	return rec, res, err
 }
@@ -324,11 +325,12 @@ func (p *Publisher) handAgain(ctx context.Context, rec *Record) PublishResult {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.last != rec { // a publish came in between: its outcome stands
-		return PublishResult{Keepers: p.kept}
+		return PublishResult{Keepers: slices.Clone(p.kept), Stored: p.stored}
 	}
 	p.kept = append(kept, res.Keepers...)
 	p.refused = still
-	res.Keepers = slices.Clone(p.kept)
+	p.stored = max(p.stored, res.Stored)
+	res.Keepers, res.Stored = slices.Clone(p.kept), p.stored
 	return res
 }
 

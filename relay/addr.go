@@ -50,3 +50,27 @@ func RelayOf(addr ma.Multiaddr) peer.ID {
 	}
 	return ""
 }
+
+// RelayAddrInfo returns the relay of a /p2p-circuit address with the
+// address it is reached at (the part before /p2p/RELAY/p2p-circuit); ok is
+// false if addr is not a circuit address through a named relay.
+func RelayAddrInfo(addr ma.Multiaddr) (ai peer.AddrInfo, ok bool) {
+	for i, c := range addr {
+		if c.Code() != ma.P_CIRCUIT {
+			continue
+		}
+		if i == 0 || addr[i-1].Code() != ma.P_P2P {
+			return peer.AddrInfo{}, false
+		}
+		id, err := peer.IDFromBytes(addr[i-1].RawValue())
+		if err != nil {
+			return peer.AddrInfo{}, false
+		}
+		ai.ID = id
+		if i > 1 {
+			ai.Addrs = []ma.Multiaddr{addr[:i-1]}
+		}
+		return ai, true
+	}
+	return peer.AddrInfo{}, false
+}

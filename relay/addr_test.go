@@ -60,3 +60,19 @@ func TestPathKindText(t *testing.T) {
 		}
 	}
 }
+
+func TestRelayAddrInfo(t *testing.T) {
+	r := testID(t)
+	base := ma.StringCast("/ip4/1.2.3.4/udp/4001/quic-v1")
+	circuit := base.Encapsulate(ma.StringCast("/p2p/" + r.String() + "/p2p-circuit"))
+	ai, ok := RelayAddrInfo(circuit)
+	if !ok || ai.ID != r || len(ai.Addrs) != 1 || !ai.Addrs[0].Equal(base) {
+		t.Fatalf("RelayAddrInfo(%s) = %v, %v", circuit, ai, ok)
+	}
+	if _, ok := RelayAddrInfo(base); ok {
+		t.Error("a direct address has no relay")
+	}
+	if _, ok := RelayAddrInfo(ma.StringCast("/ip4/1.2.3.4/udp/4001/quic-v1/p2p-circuit")); ok {
+		t.Error("a circuit without a relay ID")
+	}
+}

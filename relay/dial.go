@@ -103,7 +103,7 @@ func Dial(ctx context.Context, h host.Host, id peer.ID, direct, relayed []ma.Mul
 	}
 	p := PathOf(c)
 	p.DialTime = time.Since(start)
-	p.RTT = measureRTT(ctx, h, id)
+	p.RTT = MeasureRTT(ctx, h, id)
 	return c, p, nil
 }
 
@@ -139,7 +139,9 @@ func BestConn(h host.Host, id peer.ID) network.Conn {
 	return best
 }
 
-func measureRTT(ctx context.Context, h host.Host, id peer.ID) time.Duration {
+// MeasureRTT pings id once over the connection streams would use, within
+// 5 s, and returns the round trip; 0 if the ping failed.
+func MeasureRTT(ctx context.Context, h host.Host, id peer.ID) time.Duration {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	select {

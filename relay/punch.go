@@ -125,6 +125,7 @@ type PunchService struct {
 
 	mu      sync.Mutex
 	relay   bool                      // guarded by mu
+	noPunch bool                      // guarded by mu
 	closed  bool                      // guarded by mu
 	total   *rate.Limiter             // guarded by mu
 	perPeer map[peer.ID]*rate.Limiter // guarded by mu
@@ -155,6 +156,13 @@ func NewPunchService(h host.Host, sc scope.Scope, addrs func() []ma.Multiaddr, l
 func (s *PunchService) SetRelay(on bool) {
 	s.mu.Lock()
 	s.relay = on
+	s.mu.Unlock()
+}
+
+// SetPunching turns taking and starting punches on or off (default on).
+func (s *PunchService) SetPunching(on bool) {
+	s.mu.Lock()
+	s.noPunch = !on
 	s.mu.Unlock()
 }
 
@@ -287,7 +295,10 @@ func directlyConnected(h host.Host, p peer.ID) bool {
 // answer takes a forwarded request, as its target: it answers with its
 // addresses and dials the initiator back.
 func (s *PunchService) answer(st network.Stream, m punchMsg) {
-	if st.Conn().Stat().Limited || IsRelayed(st.Conn().RemoteMultiaddr()) || m.Peer == "" || m.Peer == s.h.ID() {
+	s.mu.Lock()
+	off := s.noPunch
+	s.mu.Unlock()
+	if off || st.Conn().Stat().Limited || IsRelayed(st.Conn().RemoteMultiaddr()) || m.Peer == "" || m.Peer == s.h.ID() {
 		reply(st, PunchRefused, nil)
 		return
 	}
@@ -356,6 +367,9 @@ func punchDial(ctx context.Context, h host.Host, p peer.ID, addrs []ma.Multiaddr
 	return h.Connect(ctx, peer.AddrInfo{ID: p, Addrs: addrs})
 }
 
+// ErrPunchOff is returned by Punch when punching is turned off.
+var ErrPunchOff = errors.New("relay: hole punching is off")
+
 // ErrPunchFailed is returned by Punch when no direct connection came.
 var ErrPunchFailed = errors.New("relay: hole punch failed")
 
@@ -365,6 +379,12 @@ var ErrPunchFailed = errors.New("relay: hole punch failed")
 // came, or an error: a *PunchError when the relay or the target refused,
 // ErrPunchFailed (wrapping ctx's error) when nothing came in time.
 func (s *PunchService) Punch(ctx context.Context, relayID, target peer.ID, known []ma.Multiaddr) (network.Conn, error) {
+	s.mu.Lock()
+	off := s.noPunch
+	s.mu.Unlock()
+	if off {
+		return nil, ErrPunchOff
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() {

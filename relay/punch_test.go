@@ -123,9 +123,9 @@ func TestDialable(t *testing.T) {
 	obs := ma.StringCast("/ip4/1.2.3.4/udp/4001/quic-v1")
 	in := []ma.Multiaddr{
 		ma.StringCast("/ip4/1.2.3.4/udp/5000/quic-v1"), // at the observed IP
-		ma.StringCast("/ip4/5.6.7.8/udp/4001/quic-v1"),  // a third party
-		ma.StringCast("/ip4/192.168.1.20/tcp/4001"),         // LAN
-		ma.StringCast("/ip4/127.0.0.1/tcp/4001"),            // loopback, out of scope
+		ma.StringCast("/ip4/5.6.7.8/udp/4001/quic-v1"), // a third party
+		ma.StringCast("/ip4/192.168.1.20/tcp/4001"),    // LAN
+		ma.StringCast("/ip4/127.0.0.1/tcp/4001"),       // loopback, out of scope
 	}
 	got := dialable(scope.Internet(), obs, in)
 	if len(got) != 2 || !got[0].Equal(in[0]) || !got[1].Equal(in[2]) {

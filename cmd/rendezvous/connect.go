@@ -42,15 +42,15 @@ type connectJSON struct {
 	RemoteAddr string         `json:"remote_addr"`
 	// Connected is true when the node was connected to the peer already
 	// (a bootstrap peer, say), so nothing was looked up or dialed.
-	Connected bool           `json:"already_connected,omitempty"`
-	LookupMS  float64        `json:"lookup_ms"`
-	DialMS    float64        `json:"dial_ms"`
+	Connected bool    `json:"already_connected,omitempty"`
+	LookupMS  float64 `json:"lookup_ms"`
+	DialMS    float64 `json:"dial_ms"`
 	// FirstPath is the path of the first connection when a direct one
 	// replaced it (--direct-wait); DirectMS is when, from the start.
 	FirstPath *relay.PathKind `json:"first_path,omitempty"`
 	DirectMS  float64         `json:"direct_ms,omitempty"`
-	RTTMS     float64        `json:"rtt_ms"`
-	Ping      *pingStatsJSON `json:"ping,omitempty"`
+	RTTMS     float64         `json:"rtt_ms"`
+	Ping      *pingStatsJSON  `json:"ping,omitempty"`
 }
 
 // pingStatsJSON sums up the pings of connect --ping.

@@ -337,7 +337,7 @@ type connectLine struct {
 	// first, relayed, connection.
 	FirstPath string  `json:"first_path"`
 	DirectMS  float64 `json:"direct_ms"`
-	Ping     *struct {
+	Ping      *struct {
 		RTTsMS []float64 `json:"rtts_ms"`
 	} `json:"ping"`
 }

@@ -1,0 +1,52 @@
+package rendezvous_test
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/p2pos/rendezvous"
+	"github.com/p2pos/rendezvous/internal/testnet"
+	"github.com/p2pos/rendezvous/relay"
+)
+
+// TestConnectPunches: a private node connects to another by asking one of
+// its relays to coordinate a punch, with no relayed connection first. On
+// loopback nothing filters, so the punch wins over the relay. A node that
+// takes no punches is reached through its relay, and the attempts say why.
+func TestConnectPunches(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	tn := newNetwork(t, ctx, testnet.Config{Public: 3, Private: 2})
+	a, b := tn.Private[0], tn.Private[1]
+	c, err := a.Connect(ctx, b.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Path.Kind != relay.PathHolePunched || relay.IsRelayed(c.RemoteMultiaddr()) {
+		t.Fatalf("path %+v over %s, want hole-punched", c.Path, c.RemoteMultiaddr())
+	}
+	if len(c.Attempts) == 0 || c.Attempts[0].Kind != "punch" || c.Attempts[0].Err != nil {
+		t.Fatalf("attempts %+v, want a punch that made it", c.Attempts)
+	}
+	if relays := relayIDs(t, c.Record.RelayAddrs); !slices.Contains(relays, c.Attempts[0].Relay) {
+		t.Errorf("punch through %s, not one of b's relays %v", c.Attempts[0].Relay, relays)
+	}
+	t.Logf("punched in %v after a lookup of %v", c.Path.DialTime, c.LookupTime)
+
+	shy, err := tn.AddNode(ctx, rendezvous.ReachabilityPrivate, rendezvous.WithoutHolePunching())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err = a.Connect(ctx, shy.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Path.Kind != relay.PathRelayed {
+		t.Fatalf("to a node without punching: path %+v, want relayed", c.Path)
+	}
+	var pe *relay.PunchError
+	if len(c.Attempts) != 2 || !errors.As(c.Attempts[0].Err, &pe) || pe.Status != relay.PunchRefused || c.Attempts[1].Kind != "dial" {
+		t.Fatalf("attempts %+v, want a refused punch, then the relay", c.Attempts)
+	}
+}
