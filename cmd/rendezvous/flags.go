@@ -123,6 +123,7 @@ type nodeFlags struct {
 	natTimeouts  string
 	tcpHolds     string
 	verbose      bool
+	noHolePunch  bool
 }
 
 // register adds the node flags to fs; mode is the default of --mode.
@@ -134,6 +135,7 @@ func (nf *nodeFlags) register(fs *flag.FlagSet, mode string) {
 	fs.StringVar(&nf.publicRanges, "public-ranges", "", "address ranges (comma-separated `CIDRS`) that count as public besides the\ninternet's, for private networks: 10.0.0.0/8, or 127.0.0.0/8 on one machine")
 	fs.StringVar(&nf.mode, "mode", mode, "reachability `MODE`: auto follows what the network says; public serves the DHT\nand relays; private is a DHT client reachable through relays")
 	fs.BoolVar(&nf.noPortMap, "no-portmap", false, "in auto mode, do not ask the gateway for port mappings (UPnP, NAT-PMP, PCP)")
+	fs.BoolVar(&nf.noHolePunch, "no-hole-punch", false, "do not punch holes: reach NATed peers through their relays, and be reached only\nthrough yours")
 	fs.StringVar(&nf.natTimeouts, "nat-timeouts", "", "in auto mode behind a NAT, the idle `DURATIONS` (comma-separated) tried when\nmeasuring the NAT's UDP binding timeout (default 10s up to 7.5m, each 20% above the last)")
 	fs.StringVar(&nf.tcpHolds, "tcp-holds", "", "when not public, the idle `DURATIONS` (comma-separated) a relay's hold server holds\nTCP connections for, to prove how long the router keeps an idle TCP mapping;\n\"none\" skips it (default 2m,4m,8m,15m,30m,60m,120m)")
 	fs.BoolVar(&nf.verbose, "v", false, "log what the node does (debug level) to stderr")
@@ -192,6 +194,9 @@ func (nf *nodeFlags) options(needBootstrap bool) ([]rendezvous.Option, error) {
 
 	if nf.noPortMap {
 		opts = append(opts, rendezvous.WithoutPortMapping())
+	}
+	if nf.noHolePunch {
+		opts = append(opts, rendezvous.WithoutHolePunching())
 	}
 	if list := splitList(nf.natTimeouts); len(list) > 0 {
 		var ds []time.Duration
