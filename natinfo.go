@@ -161,7 +161,7 @@ func (n *Node) restartSurvey(r Reachability) {
 	}
 	n.natInfo = dht.NATInfo{}
 	n.nat = nil
-	if r == ReachabilityPublic || n.closed() || n.s.noNATSurvey {
+	if r == ReachabilityPublic || n.closed() || n.s.noNATSurvey || n.s.noPublish {
 		return
 	}
 	ctx, cancel := context.WithCancel(n.ctx)

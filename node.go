@@ -251,11 +251,13 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 	if err := n.bootstrap(ctx); err != nil {
 		return nil, err
 	}
-	pub, err := n.d.NewPublisher(n.recordContent, n.published, dht.WithKeepers(n.relayIDs))
-	if err != nil {
-		return nil, err
+	if !s.noPublish {
+		pub, err := n.d.NewPublisher(n.recordContent, n.published, dht.WithKeepers(n.relayIDs))
+		if err != nil {
+			return nil, err
+		}
+		n.publisher.Store(pub)
 	}
-	n.publisher.Store(pub)
 	n.wg.Add(1)
 	go n.readvertise()
 	return n, nil
@@ -475,7 +477,7 @@ func (n *Node) applyReachability() {
 	// would move its connections to relays over to TCP, and a dial-back
 	// check with the only public peer it knows would lose that peer. tend
 	// reserves for a node still unknown after unknownGrace.
-	n.reserver.SetEnabled(n.Reachability() == ReachabilityPrivate)
+	n.reserver.SetEnabled(n.Reachability() == ReachabilityPrivate && !n.s.noPublish)
 	if err := n.probes.SetEnabled(public); err != nil && !errors.Is(err, net.ErrClosed) {
 		n.log.Warnw("probe service", "error", err)
 	}
@@ -750,8 +752,16 @@ func (n *Node) Reachability() Reachability {
 // Ready is closed once the node's record has been published for the first
 // time. It is not closed when the node closes first, nor while the node
 // cannot publish (a first node waiting for peers): wait on it together with
-// a context.
-func (n *Node) Ready() <-chan struct{} { return n.publisher.Load().Ready() }
+// a context. A node WithoutPublishing is ready at once.
+func (n *Node) Ready() <-chan struct{} {
+	if p := n.publisher.Load(); p != nil {
+		return p.Ready()
+	}
+	return closedChan
+}
+
+// closedChan is a closed channel.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // DHT returns the node's DHT, for lookups and statistics beyond the Node's
 // own methods.

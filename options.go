@@ -67,6 +67,7 @@ type settings struct {
 	reservations      int
 	noPortMap         bool
 	noHolePunch       bool
+	noPublish         bool
 	noNATSurvey       bool
 	timeoutCandidates []time.Duration
 	log               *logging.ZapEventLogger
@@ -269,6 +270,15 @@ func WithoutPortMapping() Option {
 // see only the node's relays, never its address.
 func WithoutHolePunching() Option {
 	return func(s *settings) error { s.noHolePunch = true; return nil }
+}
+
+// WithoutPublishing makes a node that only reaches out: it publishes no
+// record, holds no relay reservations and does not measure its NAT, so no
+// peer can find it by its ID; it can still look peers up and connect to
+// them (hole punches included). Short-lived clients, such as a command that
+// connects once, save the traffic of all that.
+func WithoutPublishing() Option {
+	return func(s *settings) error { s.noPublish = true; return nil }
 }
 
 // WithoutNATSurvey stops a node whose reachability is not forced from

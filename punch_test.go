@@ -50,3 +50,36 @@ func TestConnectPunches(t *testing.T) {
 		t.Fatalf("attempts %+v, want a refused punch, then the relay", c.Attempts)
 	}
 }
+
+// TestClientWithoutPublishing: a node WithoutPublishing connects to others
+// (punching too) but publishes nothing and holds no reservation, so no one
+// finds it.
+func TestClientWithoutPublishing(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	tn := newNetwork(t, ctx, testnet.Config{Public: 3, Private: 1})
+	opts := append(testnet.BaseOptions(testnet.QUIC), rendezvous.WithReachability(rendezvous.ReachabilityPrivate),
+		rendezvous.WithBootstrap(tn.Bootstrap()...), rendezvous.WithoutPublishing())
+	client, err := rendezvous.New(ctx, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	select {
+	case <-client.Ready():
+	default:
+		t.Error("a node without publishing is not ready at once")
+	}
+	c, err := client.Connect(ctx, tn.Private[0].ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Path.Kind != relay.PathHolePunched {
+		t.Errorf("path %+v, want hole-punched", c.Path)
+	}
+	if st := client.Status(); st.Publish != nil || len(st.Relays) != 0 {
+		t.Errorf("status: publish %+v, %d relays; want none", st.Publish, len(st.Relays))
+	}
+	if _, err := tn.Public[0].Lookup(ctx, client.ID()); err == nil {
+		t.Error("a node without publishing was found")
+	}
+}

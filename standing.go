@@ -193,7 +193,7 @@ func (n *Node) tend() {
 			clear(idleSince)
 			continue
 		case ReachabilityUnknown:
-			if time.Since(n.started) >= unknownGrace {
+			if time.Since(n.started) >= unknownGrace && !n.s.noPublish {
 				n.reserver.SetEnabled(true)
 			}
 		}

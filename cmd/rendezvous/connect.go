@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"time"
 
@@ -31,7 +33,7 @@ client) that joins the network through the bootstrap peers and stops when done.
 `
 
 func cmdConnect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	return exitCode(stderr, "connect", runConnect(ctx, args, stdout))
+	return exitCode(stderr, "connect", runConnect(ctx, args, os.Stdin, stdout))
 }
 
 // connectJSON is the output of connect --json.
@@ -62,12 +64,13 @@ type pingStatsJSON struct {
 	RTTsMS []float64 `json:"rtts_ms"`
 }
 
-func runConnect(ctx context.Context, args []string, stdout io.Writer) (err error) {
+func runConnect(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) (err error) {
 	fs := newFlagSet("connect", "[flags] PEERID", connectHelp)
 	var cf clientFlags
 	cf.register(fs)
 	pings := fs.Int("ping", 0, "ping the peer `N` times once connected")
 	directWait := fs.Duration("direct-wait", 0, "when the connection is relayed, wait up to `D` for a direct one (a hole punch)")
+	waitStdin := fs.Bool("wait-stdin", false, "for measurements: once joined, print {\"joined\":true} and wait for a line on\nstandard input before connecting")
 	rest, err := parseArgs(fs, args, stdout)
 	if err != nil {
 		return err
@@ -87,6 +90,14 @@ func runConnect(ctx context.Context, args []string, stdout io.Writer) (err error
 	}
 	defer func() { err = errors.Join(err, closeError(n.Close())) }()
 
+	if *waitStdin {
+		if err := writeJSON(stdout, map[string]bool{"joined": true}); err != nil {
+			return err
+		}
+		if err := waitLine(ctx, stdin); err != nil {
+			return err
+		}
+	}
 	start := time.Now()
 	c, err := n.Connect(ctx, id)
 	if err != nil {
@@ -209,4 +220,22 @@ func mean(ds []time.Duration) time.Duration {
 		sum += d
 	}
 	return sum / time.Duration(len(ds))
+}
+
+// waitLine waits for a line on r, or for ctx.
+func waitLine(ctx context.Context, r io.Reader) error {
+	got := make(chan error, 1)
+	go func() { // ends with the read; the process ends soon after
+		_, err := bufio.NewReader(r).ReadString('\n')
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			return fmt.Errorf("waiting for a line on standard input: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

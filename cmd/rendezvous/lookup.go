@@ -50,6 +50,8 @@ func (cf *clientFlags) start(ctx context.Context) (*rendezvous.Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A client only reaches out: no record, reservations or NAT survey.
+	opts = append(opts, rendezvous.WithoutPublishing())
 	n, err := rendezvous.New(ctx, opts...)
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, rendezvous.ErrBootstrap) {

@@ -25,6 +25,7 @@ import (
 type Proc struct {
 	host  *Host
 	cmd   *exec.Cmd
+	stdin io.WriteCloser
 	lines chan []byte
 	done  chan struct{}
 
@@ -50,7 +51,11 @@ func (h *Host) Start(ctx context.Context, name string, args ...string) (*Proc, e
 	if err != nil {
 		return nil, err
 	}
-	p := &Proc{host: h, cmd: cmd, lines: make(chan []byte, maxQueued), done: make(chan struct{})}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	p := &Proc{host: h, cmd: cmd, stdin: stdin, lines: make(chan []byte, maxQueued), done: make(chan struct{})}
 	cmd.Stderr = (*tailWriter)(p)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("natlab: start %s in %s: %w", name, h.name, err)
@@ -82,6 +87,12 @@ func (w *tailWriter) Write(b []byte) (int, error) {
 		w.stderr.Next(extra)
 	}
 	return len(b), nil
+}
+
+// WriteLine writes line and a newline to the program's standard input.
+func (p *Proc) WriteLine(line string) error {
+	_, err := io.WriteString(p.stdin, line+"\n")
+	return err
 }
 
 // Stderr returns the end of what the program wrote on stderr.

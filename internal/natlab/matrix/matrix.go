@@ -80,9 +80,12 @@ type Cell struct {
 	DirectMS *float64 `json:"direct_ms,omitempty"`
 	// PublicBytes crossed the public nodes to or from the two peers' public
 	// addresses during the attempt (nftables counters on the public nodes),
-	// the connecting peer's joining included.
-	PublicBytes int64  `json:"public_bytes"`
-	Reason      string `json:"reason,omitempty"`
+	// from the lookup on.
+	PublicBytes int64 `json:"public_bytes"`
+	// JoinBytes crossed them while the connecting peer joined the
+	// network, before it looked the other up; not in PublicBytes.
+	JoinBytes int64  `json:"join_bytes"`
+	Reason    string `json:"reason,omitempty"`
 }
 
 // Result is a whole matrix.
@@ -361,7 +364,7 @@ func runCell(ctx context.Context, lab *natlab.Lab, cfg Config, transport, from, 
 	defer counters.stop(ctx)
 
 	args := append([]string{"connect", "--mode", "private", "--bootstrap", boot, "--ping", "1",
-		"--timeout", cfg.Timeout.String(), "--direct-wait", directWait.String()}, common...)
+		"--timeout", cfg.Timeout.String(), "--direct-wait", directWait.String(), "--wait-stdin", "--json"}, common...)
 	args = append(args, target.id)
 	p, err := h.Start(ctx, cfg.Binary, args...)
 	if err != nil {
@@ -372,6 +375,26 @@ func runCell(ctx context.Context, lab *natlab.Lab, cfg Config, transport, from, 
 	var cl connectLine
 	cctx, cancel := context.WithTimeout(ctx, cfg.Timeout+10*time.Second)
 	defer cancel()
+	// The peer joins the network, says so, and connects when told: the
+	// bytes of the join are counted apart from those of the connection.
+	var joined struct {
+		Joined bool `json:"joined"`
+	}
+	err = p.NextJSON(cctx, &joined)
+	if err == nil && !joined.Joined {
+		err = errors.New("no joined line")
+	}
+	if err == nil {
+		c.JoinBytes, err = counters.read(ctx)
+	}
+	if err == nil {
+		err = p.WriteLine("go")
+	}
+	if err != nil {
+		c.Reason = reason(err, p.Stderr())
+		p.Wait(cctx)
+		return c
+	}
 	if err := p.NextJSON(cctx, &cl); err != nil {
 		c.Reason = reason(err, p.Stderr())
 	} else {
@@ -390,13 +413,17 @@ func runCell(ctx context.Context, lab *natlab.Lab, cfg Config, transport, from, 
 		case c.Path == "direct":
 			d := c.LookupMS + c.DialMS
 			c.DirectMS = &d
-		case c.Path == "hole-punched" && cl.DirectMS > 0:
+		case c.Path == "hole-punched" && cl.DirectMS > 0: // after a relayed one
 			d := cl.DirectMS
+			c.DirectMS = &d
+		case c.Path == "hole-punched": // the first connection
+			d := c.LookupMS + c.DialMS
 			c.DirectMS = &d
 		}
 	}
 	p.Wait(cctx)
-	c.PublicBytes, _ = counters.read(ctx)
+	total, _ := counters.read(ctx)
+	c.PublicBytes = total - c.JoinBytes
 	return c
 }
 
