@@ -8,6 +8,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/p2pos/rendezvous/dht"
 	"github.com/p2pos/rendezvous/relay"
@@ -39,6 +40,12 @@ type Attempt struct {
 	Relay peer.ID
 	// Took is how long the attempt ran, from the end of the lookup.
 	Took time.Duration
+	// Answered is when a punch's relay answered, from the end of the
+	// lookup (0: no answer).
+	Answered time.Duration
+	// Known are the peer's addresses from its record a punch dialed from
+	// its start; Answered those the peer answered with.
+	Known, AnsweredAddrs []ma.Multiaddr
 	// Err says why it failed; nil when it made the connection, or was
 	// given up because another one did.
 	Err error
@@ -109,8 +116,9 @@ func (n *Node) WaitDirect(ctx context.Context, id peer.ID) (*Conn, error) {
 const (
 	// punchHead is how long a punch runs alone before the peer's relay
 	// addresses are dialed too, in round trips to the relay, within
-	// minPunchHead and maxPunchHead.
-	punchHead    = 4
+	// minPunchHead and maxPunchHead: the answer takes two, a QUIC
+	// handshake one more, TCP with its security handshake three.
+	punchHead    = 6
 	minPunchHead = 100 * time.Millisecond
 	maxPunchHead = 400 * time.Millisecond
 	// punchBudget bounds a punch, also one that goes on after a relayed
@@ -132,18 +140,20 @@ func (n *Node) dial(ctx context.Context, id peer.ID, rec *dht.Record) (network.C
 	start := time.Now()
 	n.h.Peerstore().AddAddrs(ri.ID, ri.Addrs, peerstore.TempAddrTTL)
 	type result struct {
-		kind string
-		c    network.Conn
-		p    relay.Path
-		err  error
-		took time.Duration
+		kind     string
+		c        network.Conn
+		p        relay.Path
+		err      error
+		took     time.Duration
+		answered time.Duration
+		tr       relay.PunchTrace
 	}
 	results := make(chan result, 2)
 	pctx, pcancel := context.WithTimeout(n.ctx, punchBudget)
 	if !n.goOwned(func() {
 		defer pcancel()
-		c, err := n.punchSvc.Punch(pctx, ri.ID, id, rec.Addrs)
-		r := result{kind: "punch", c: c, err: err, took: time.Since(start)}
+		c, tr, err := n.punchSvc.PunchTraced(pctx, ri.ID, id, rec.Addrs)
+		r := result{kind: "punch", c: c, err: err, took: time.Since(start), answered: tr.Answered, tr: tr}
 		if err == nil {
 			r.p = relay.PathOf(c)
 			r.p.Kind = relay.PathHolePunched
@@ -159,11 +169,15 @@ func (n *Node) dial(ctx context.Context, id peer.ID, rec *dht.Record) (network.C
 	defer timer.Stop()
 	var attempts []Attempt
 	dialing, pending := false, 1
+	// The relay dial stops when dial returns: a punch that won needs no
+	// relayed connection, nor its round-trip measurement.
+	dctx, dcancel := context.WithCancel(ctx)
+	defer dcancel()
 	startDial := func() {
 		dialing = true
 		pending++
 		go func() {
-			c, p, err := relay.Dial(ctx, n.h, id, nil, rec.RelayAddrs)
+			c, p, err := relay.Dial(dctx, n.h, id, nil, rec.RelayAddrs)
 			results <- result{kind: "dial", c: c, p: p, err: err, took: time.Since(start)}
 		}()
 	}
@@ -177,7 +191,8 @@ func (n *Node) dial(ctx context.Context, id peer.ID, rec *dht.Record) (network.C
 			continue
 		case r := <-results:
 			pending--
-			attempts = append(attempts, Attempt{Kind: r.kind, Relay: relayIf(r.kind == "punch", ri.ID), Took: r.took, Err: r.err})
+			attempts = append(attempts, Attempt{Kind: r.kind, Relay: relayIf(r.kind == "punch", ri.ID), Took: r.took, Answered: r.answered, Err: r.err,
+				Known: r.tr.Known, AnsweredAddrs: r.tr.Addrs})
 			if r.err == nil {
 				if r.kind == "punch" {
 					r.p.RTT = relay.MeasureRTT(ctx, n.h, id)

@@ -533,12 +533,13 @@ func (n *Node) recordContent() dht.Content {
 	switch {
 	case r != ReachabilityPrivate:
 		c.Addrs = n.directAddrs()
-	case info.Mapping == dht.EndpointIndependent:
+	case info.Mapping != dht.AddressAndPortDependent && info.Mapping != dht.AddressDependent:
 		// Behind a NAT that maps endpoint-independently, the address
 		// peers observe is the one a hole punch goes to: a peer that
 		// looks the record up starts dialing it while it asks a relay to
-		// coordinate.
-		c.Addrs = n.observedAddrs()
+		// coordinate, which opens its own NAT before the other side's
+		// first packet arrives.
+		c.Addrs = n.observedAddrs(info.Mapping == dht.EndpointIndependent)
 	}
 	if r != ReachabilityPublic {
 		c.RelayAddrs = n.reserver.Addrs()
@@ -583,10 +584,17 @@ func (n *Node) punchAddrs() []ma.Multiaddr {
 const maxObservedInRecord = 4
 
 // observedAddrs are the in-scope addresses peers observe the node at, most
-// observed first.
-func (n *Node) observedAddrs() []ma.Multiaddr {
+// observed first. Unless the NAT survey found the mapping
+// endpoint-independent (ei), an address counts only once two peers at
+// different IP addresses saw it: that alone shows the NAT kept the port for
+// both destinations.
+func (n *Node) observedAddrs(ei bool) []ma.Multiaddr {
+	least := 2
+	if ei {
+		least = 1
+	}
 	var out []ma.Multiaddr
-	for _, o := range n.observed.Addrs(1) {
+	for _, o := range n.observed.Addrs(least) {
 		if n.s.scope.IsPublic(o.Addr) && len(out) < maxObservedInRecord {
 			out = append(out, o.Addr)
 		}

@@ -379,11 +379,28 @@ var ErrPunchFailed = errors.New("relay: hole punch failed")
 // came, or an error: a *PunchError when the relay or the target refused,
 // ErrPunchFailed (wrapping ctx's error) when nothing came in time.
 func (s *PunchService) Punch(ctx context.Context, relayID, target peer.ID, known []ma.Multiaddr) (network.Conn, error) {
+	c, _, err := s.PunchTraced(ctx, relayID, target, known)
+	return c, err
+}
+
+// PunchTrace tells how a punch went.
+type PunchTrace struct {
+	// Answered is when the relay's answer came, from the start; 0 if none
+	// came.
+	Answered time.Duration
+	// Known are the addresses dialed from the start; Answered the ones
+	// the target answered with.
+	Known, Addrs []ma.Multiaddr
+}
+
+// PunchTraced is Punch, and tells how the punch went.
+func (s *PunchService) PunchTraced(ctx context.Context, relayID, target peer.ID, known []ma.Multiaddr) (_ network.Conn, tr PunchTrace, _ error) {
+	start := time.Now()
 	s.mu.Lock()
 	off := s.noPunch
 	s.mu.Unlock()
 	if off {
-		return nil, ErrPunchOff
+		return nil, tr, ErrPunchOff
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -396,6 +413,7 @@ func (s *PunchService) Punch(ctx context.Context, relayID, target peer.ID, known
 		own = own[:maxPunchAddrs]
 	}
 	known = punchable(s.scope, known)
+	tr.Known = known
 	dial := func(addrs []ma.Multiaddr) {
 		if len(addrs) == 0 {
 			return
@@ -406,23 +424,27 @@ func (s *PunchService) Punch(ctx context.Context, relayID, target peer.ID, known
 
 	st, err := s.h.NewStream(ctx, relayID, PunchProtocol)
 	if err != nil {
-		return nil, fmt.Errorf("relay: hole punch through %s: %w", relayID, err)
+		return nil, tr, fmt.Errorf("relay: hole punch through %s: %w", relayID, err)
 	}
 	st.SetDeadline(time.Now().Add(punchStreamTimeout))
 	if err := writePunchMsg(st, punchMsg{Type: msgRequest, Peer: target, Addrs: own}); err != nil {
 		st.Reset()
-		return nil, fmt.Errorf("relay: hole punch through %s: %w", relayID, err)
+		return nil, tr, fmt.Errorf("relay: hole punch through %s: %w", relayID, err)
 	}
 	ans, err := readPunchMsg(st)
 	st.Close()
+	if err == nil {
+		tr.Answered = time.Since(start)
+		tr.Addrs = ans.Addrs
+	}
 	if err != nil {
-		return nil, fmt.Errorf("relay: hole punch through %s: %w", relayID, err)
+		return nil, tr, fmt.Errorf("relay: hole punch through %s: %w", relayID, err)
 	}
 	if ans.Type != msgAnswer {
-		return nil, fmt.Errorf("%w: answer of type %d", errMalformed, ans.Type)
+		return nil, tr, fmt.Errorf("%w: answer of type %d", errMalformed, ans.Type)
 	}
 	if ans.Status != PunchOK {
-		return nil, &PunchError{Relay: relayID, Status: ans.Status}
+		return nil, tr, &PunchError{Relay: relayID, Status: ans.Status}
 	}
 	var fresh []ma.Multiaddr
 	for _, a := range punchable(s.scope, ans.Addrs) {
@@ -433,9 +455,9 @@ func (s *PunchService) Punch(ctx context.Context, relayID, target peer.ID, known
 	dial(fresh)
 	c, err := WaitDirect(ctx, s.h, target)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrPunchFailed, err)
+		return nil, tr, fmt.Errorf("%w: %w", ErrPunchFailed, err)
 	}
-	return c, nil
+	return c, tr, nil
 }
 
 func containsAddr(list []ma.Multiaddr, a ma.Multiaddr) bool {

@@ -51,8 +51,21 @@ type connectJSON struct {
 	// replaced it (--direct-wait); DirectMS is when, from the start.
 	FirstPath *relay.PathKind `json:"first_path,omitempty"`
 	DirectMS  float64         `json:"direct_ms,omitempty"`
-	RTTMS     float64         `json:"rtt_ms"`
-	Ping      *pingStatsJSON  `json:"ping,omitempty"`
+	// Attempts are the ways tried, in the order they ended.
+	Attempts []attemptJSON  `json:"attempts,omitempty"`
+	RTTMS    float64        `json:"rtt_ms"`
+	Ping     *pingStatsJSON `json:"ping,omitempty"`
+}
+
+// attemptJSON is one way connect tried.
+type attemptJSON struct {
+	Kind       string   `json:"kind"`
+	Relay      string   `json:"relay,omitempty"`
+	TookMS     float64  `json:"took_ms"`
+	AnsweredMS float64  `json:"answered_ms,omitempty"`
+	Known      []string `json:"known_addrs,omitempty"`
+	Answered   []string `json:"answered_addrs,omitempty"`
+	Error      string   `json:"error,omitempty"`
 }
 
 // pingStatsJSON sums up the pings of connect --ping.
@@ -120,7 +133,7 @@ func runConnect(ctx context.Context, args []string, stdin io.Reader, stdout io.W
 			directAt = time.Since(start)
 			k := c.Path.Kind
 			firstPath = &k
-			d.Record, d.LookupTime = c.Record, c.LookupTime
+			d.Record, d.LookupTime, d.Attempts = c.Record, c.LookupTime, c.Attempts
 			d.Path.DialTime, d.Path.RTT = c.Path.DialTime, c.Path.RTT
 			c = d
 		}
@@ -149,6 +162,17 @@ func runConnect(ctx context.Context, args []string, stdin io.Reader, stdout io.W
 	}
 	if c.Path.Relay != "" {
 		out.Relay = c.Path.Relay.String()
+	}
+	for _, a := range c.Attempts {
+		aj := attemptJSON{Kind: a.Kind, TookMS: ms(a.Took), AnsweredMS: ms(a.Answered),
+			Known: addrStrings(a.Known), Answered: addrStrings(a.AnsweredAddrs)}
+		if a.Relay != "" {
+			aj.Relay = a.Relay.String()
+		}
+		if a.Err != nil {
+			aj.Error = a.Err.Error()
+		}
+		out.Attempts = append(out.Attempts, aj)
 	}
 	if cf.json {
 		return writeJSON(stdout, out)

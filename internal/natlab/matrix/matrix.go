@@ -86,6 +86,9 @@ type Cell struct {
 	// network, before it looked the other up; not in PublicBytes.
 	JoinBytes int64  `json:"join_bytes"`
 	Reason    string `json:"reason,omitempty"`
+	// Attempts are the ways the connecting peer tried, as connect --json
+	// reports them.
+	Attempts json.RawMessage `json:"attempts,omitempty"`
 }
 
 // Result is a whole matrix.
@@ -338,8 +341,9 @@ type connectLine struct {
 	RTTMS    float64 `json:"rtt_ms"`
 	// FirstPath and DirectMS are set when a hole punch replaced the
 	// first, relayed, connection.
-	FirstPath string  `json:"first_path"`
-	DirectMS  float64 `json:"direct_ms"`
+	FirstPath string          `json:"first_path"`
+	DirectMS  float64         `json:"direct_ms"`
+	Attempts  json.RawMessage `json:"attempts"`
 	Ping      *struct {
 		RTTsMS []float64 `json:"rtts_ms"`
 	} `json:"ping"`
@@ -401,6 +405,7 @@ func runCell(ctx context.Context, lab *natlab.Lab, cfg Config, transport, from, 
 		c.OK = true
 		c.Path = cl.Path
 		c.Relay = cl.Relay
+		c.Attempts = cl.Attempts
 		c.LookupMS, c.DialMS = cl.LookupMS, cl.DialMS
 		// The first byte went over the first connection: its RTT was
 		// measured when it was made (the pings may follow a hole punch).
