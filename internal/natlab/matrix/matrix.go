@@ -47,6 +47,9 @@ type Config struct {
 	Delay time.Duration
 	// Timeout bounds one connection attempt. Default 30 s.
 	Timeout time.Duration
+	// Trials is how many times each pair connects, each time from a fresh
+	// peer. Default 1.
+	Trials int
 	// Logf, if set, reports progress.
 	Logf func(format string, args ...any)
 }
@@ -67,6 +70,7 @@ type Cell struct {
 	From      string `json:"from"`
 	To        string `json:"to"`
 	Transport string `json:"transport"`
+	Trial     int    `json:"trial"`
 	OK        bool   `json:"ok"`
 	// Path is "direct", "hole-punched" or "relayed".
 	Path  string `json:"path,omitempty"`
@@ -96,6 +100,7 @@ type Result struct {
 	Sides      []string  `json:"sides"`
 	Transports []string  `json:"transports"`
 	Servers    int       `json:"servers"`
+	Trials     int       `json:"trials"`
 	DelayMS    float64   `json:"delay_ms"`
 	Started    time.Time `json:"started"`
 	Seconds    float64   `json:"seconds"`
@@ -119,10 +124,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
+	if cfg.Trials <= 0 {
+		cfg.Trials = 1
+	}
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	res := &Result{Sides: cfg.Sides, Transports: cfg.Transports, Servers: cfg.Servers,
+	res := &Result{Sides: cfg.Sides, Transports: cfg.Transports, Servers: cfg.Servers, Trials: cfg.Trials,
 		DelayMS: float64(cfg.Delay.Microseconds()) / 1000, Started: time.Now()}
 	for _, tr := range cfg.Transports {
 		cells, err := runTransport(ctx, cfg, tr)
@@ -265,12 +273,15 @@ func runTransport(ctx context.Context, cfg Config, transport string) ([]Cell, er
 	var cells []Cell
 	for i, from := range cfg.Sides {
 		for _, to := range cfg.Sides[i:] {
-			c := runCell(ctx, lab, cfg, transport, from, to, targets[to], common, bootArg)
-			cfg.Logf("%s %s -> %s: ok=%v path=%s first byte %.0f ms, %d B via public nodes %s",
-				transport, from, to, c.OK, c.Path, c.FirstByteMS, c.PublicBytes, c.Reason)
-			cells = append(cells, c)
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
+			for trial := range cfg.Trials {
+				c := runCell(ctx, lab, cfg, transport, from, to, targets[to], common, bootArg)
+				c.Trial = trial + 1
+				cfg.Logf("%s %s -> %s #%d: ok=%v path=%s first byte %.0f ms, %d B via public nodes %s",
+					transport, from, to, c.Trial, c.OK, c.Path, c.FirstByteMS, c.PublicBytes, c.Reason)
+				cells = append(cells, c)
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
 			}
 		}
 	}
@@ -551,13 +562,21 @@ func (c *counting) stop(ctx context.Context) {
 // columns.
 func (r *Result) Markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Connection matrix: %d public servers, one-way delay %.0f ms, %.0f s in all.\n",
-		r.Servers, r.DelayMS, r.Seconds)
-	fmt.Fprintf(&b, "Cells: path, time to first byte (lookup + dial + first round trip), bytes through public nodes. "+
-		"D = direct, H = hole-punched, R = relayed, FAIL = no connection.\n")
-	byKey := map[string]Cell{}
+	trials := max(r.Trials, 1)
+	fmt.Fprintf(&b, "Connection matrix: %d public servers, one-way delay %.0f ms, %d trial(s) per pair, %.0f s in all.\n",
+		r.Servers, r.DelayMS, trials, r.Seconds)
+	if trials == 1 {
+		fmt.Fprintf(&b, "Cells: path, time to first byte (lookup + dial + first round trip), bytes through public nodes from the lookup on. "+
+			"D = direct, H = hole-punched, R = relayed, FAIL = no connection.\n")
+	} else {
+		fmt.Fprintf(&b, "Cells: paths taken (D = direct, H = hole-punched, R = relayed, F = failed), median time to first byte "+
+			"(lookup + dial + first round trip), median bytes through public nodes from the lookup on, and how many "+
+			"trials were direct (D or H) within %v.\n", directWait)
+	}
+	byKey := map[string][]Cell{}
 	for _, c := range r.Cells {
-		byKey[c.Transport+"|"+c.From+"|"+c.To] = c
+		k := c.Transport + "|" + c.From + "|" + c.To
+		byKey[k] = append(byKey[k], c)
 	}
 	var fails []Cell
 	for _, tr := range r.Transports {
@@ -577,28 +596,76 @@ func (r *Result) Markdown() string {
 					b.WriteString(" |")
 					continue
 				}
-				c, ok := byKey[tr+"|"+from+"|"+to]
-				switch {
-				case !ok:
-					b.WriteString(" - |")
-				case !c.OK:
-					b.WriteString(" FAIL |")
-					fails = append(fails, c)
-				default:
-					fmt.Fprintf(&b, " %s %.0f ms %.1f KB |", pathLetter(c.Path), c.FirstByteMS, float64(c.PublicBytes)/1000)
+				cs := byKey[tr+"|"+from+"|"+to]
+				for _, c := range cs {
+					if !c.OK {
+						fails = append(fails, c)
+					}
 				}
+				b.WriteString(" " + cellText(cs, trials) + " |")
 			}
 			b.WriteString("\n")
 		}
 	}
 	if len(fails) > 0 {
 		sort.SliceStable(fails, func(i, j int) bool { return fails[i].Transport < fails[j].Transport })
-		b.WriteString("\nFailures:\n\n| transport | from | to | reason |\n|---|---|---|---|\n")
+		b.WriteString("\nFailures:\n\n| transport | from | to | trial | reason |\n|---|---|---|---:|---|\n")
 		for _, c := range fails {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", c.Transport, c.From, c.To, strings.ReplaceAll(c.Reason, "|", "/"))
+			fmt.Fprintf(&b, "| %s | %s | %s | %d | %s |\n", c.Transport, c.From, c.To, c.Trial, strings.ReplaceAll(c.Reason, "|", "/"))
 		}
 	}
 	return b.String()
+}
+
+// cellText sums up a pair's trials.
+func cellText(cs []Cell, trials int) string {
+	if len(cs) == 0 {
+		return "-"
+	}
+	if trials == 1 && len(cs) == 1 {
+		c := cs[0]
+		if !c.OK {
+			return "FAIL"
+		}
+		return fmt.Sprintf("%s %.0f ms %.1f KB", pathLetter(c.Path), c.FirstByteMS, float64(c.PublicBytes)/1000)
+	}
+	counts := map[string]int{}
+	var firsts, bytes []float64
+	direct := 0
+	for _, c := range cs {
+		if !c.OK {
+			counts["F"]++
+			continue
+		}
+		counts[pathLetter(c.Path)]++
+		firsts = append(firsts, c.FirstByteMS)
+		bytes = append(bytes, float64(c.PublicBytes)/1000)
+		if c.DirectMS != nil && *c.DirectMS <= float64(directWait.Milliseconds()) {
+			direct++
+		}
+	}
+	var paths []string
+	for _, l := range []string{"D", "H", "R", "F"} {
+		if counts[l] > 0 {
+			paths = append(paths, fmt.Sprintf("%s%d", l, counts[l]))
+		}
+	}
+	if len(firsts) == 0 {
+		return strings.Join(paths, " ")
+	}
+	return fmt.Sprintf("%s, %.0f ms, %.1f KB, direct %d/%d", strings.Join(paths, " "), median(firsts), median(bytes), direct, len(cs))
+}
+
+// median returns the middle value of xs (the mean of the two middle ones
+// for an even count).
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
 }
 
 func pathLetter(p string) string {

@@ -3,7 +3,7 @@
 // nftables, conntrack and miniupnpd; everything it creates lives in network
 // namespaces it removes when done, also on failure or interrupt.
 //
-//	go run ./internal/natlab/cmd/matrix [--transports quic,tcp] [--sides public,symmetric] [--json out.json]
+//	go run ./internal/natlab/cmd/matrix [--transports quic,tcp] [--sides public,symmetric] [--trials 10] [--delay 20ms] [--json out.json]
 package main
 
 import (
@@ -25,6 +25,7 @@ func run(ctx context.Context) error {
 	servers := flag.Int("servers", 3, "`N` public DHT servers")
 	delay := flag.Duration("delay", 0, "one-way `DELAY` on the internet")
 	timeout := flag.Duration("timeout", 30*time.Second, "bound on one connection attempt")
+	trials := flag.Int("trials", 1, "`N` connections per pair, each from a fresh peer")
 	jsonOut := flag.String("json", "", "also write the result as JSON to `FILE`")
 	verbose := flag.Bool("v", false, "report progress on stderr")
 	flag.Parse()
@@ -45,6 +46,7 @@ func run(ctx context.Context) error {
 		Servers:    *servers,
 		Delay:      *delay,
 		Timeout:    *timeout,
+		Trials:     *trials,
 	}
 	cfg.Logf = labcmd.Logf(*verbose)
 	res, err := matrix.Run(ctx, cfg)
