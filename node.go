@@ -86,6 +86,7 @@ type Node struct {
 	portMaps     map[string]PortMappingStatus // guarded by mu; by transport
 	tcpStarted   bool                         // guarded by mu; TCP lifetime measured since the last reset
 	tcpCancel    context.CancelFunc           // guarded by mu; stops the TCP lifetime measurement
+	upgrades     map[peer.ID]*upgrading       // guarded by mu; relayed connections being made direct
 
 	closeOnce sync.Once
 	closeErr  error
@@ -140,6 +141,7 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 		started:    time.Now(),
 		advertised: map[string]struct{}{},
 		noTCP:      map[peer.ID]time.Time{},
+		upgrades:   map[peer.ID]*upgrading{},
 	}
 	defer func() {
 		if err != nil {
@@ -174,10 +176,13 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 	if n.checker, err = nat.NewChecker(n.h, copts...); err != nil {
 		return nil, err
 	}
-	if n.observed, err = nat.NewObserved(n.h, s.scope); err != nil {
+	// Only the DHT's servers count as observers: they are public, and
+	// stay; a NATed peer connecting for a punch would change the record.
+	servesDHT := func(ps []protocol.ID) bool { return slices.Contains(ps, dht.KadProtocol) }
+	if n.observed, err = nat.NewObserved(n.h, s.scope, nat.TrustObservers(servesDHT)); err != nil {
 		return nil, err
 	}
-	if !s.noHolePunch {
+	if !s.noHolePunch && !s.noDCUtR {
 		if n.punch, err = relay.NewHolePunch(n.h, s.scope, n.punchAddrs); err != nil {
 			return nil, err
 		}
@@ -239,7 +244,7 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 		}
 	}
 
-	sub, err := n.h.EventBus().Subscribe(new(event.EvtLocalAddressesUpdated))
+	sub, err := n.h.EventBus().Subscribe([]any{new(event.EvtLocalAddressesUpdated), new(event.EvtPeerConnectednessChanged)})
 	if err != nil {
 		return nil, err
 	}
@@ -406,7 +411,9 @@ func (n *Node) watch(sub event.Subscription) {
 			if !ok {
 				return
 			}
-			switch ev.(type) {
+			switch ev := ev.(type) {
+			case event.EvtPeerConnectednessChanged:
+				n.watchPaths(ev.Connectedness, ev.Peer)
 			case event.EvtLocalAddressesUpdated:
 				n.triggerPublish()
 				// A new interface address is a new network: what was
@@ -414,6 +421,7 @@ func (n *Node) watch(sub event.Subscription) {
 				if now := nat.InterfaceIPs(); !slices.Equal(now, ifaces) {
 					ifaces = now
 					n.networkChanged()
+					n.kickUpgrades()
 				}
 			}
 		}

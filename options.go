@@ -76,6 +76,8 @@ type settings struct {
 	tcpHolds          []time.Duration
 	tendEvery         time.Duration // how often standing connections are tended
 	reapAfter         time.Duration // idle time after which a DHT connection is closed
+	upgradeFirst      time.Duration // first pause of a relayed connection's upgrade
+	noDCUtR           bool          // tests: no DCUtR, punches through relays only
 }
 
 func defaultSettings() settings {
@@ -88,6 +90,7 @@ func defaultSettings() settings {
 		tcpHolds:         tcpprobe.DefaultHolds(),
 		tendEvery:        defaultTendEvery,
 		reapAfter:        defaultReapAfter,
+		upgradeFirst:     firstUpgrade,
 	}
 }
 
@@ -118,6 +121,24 @@ func withStandbyTiming(tend, reap time.Duration) Option {
 		s.tendEvery, s.reapAfter = tend, reap
 		return nil
 	}
+}
+
+// withUpgradeTiming sets the first pause of a relayed connection's upgrade
+// (tests).
+func withUpgradeTiming(first time.Duration) Option {
+	return func(s *settings) error {
+		if first <= 0 {
+			return errors.New("rendezvous: upgrade timing must be positive")
+		}
+		s.upgradeFirst = first
+		return nil
+	}
+}
+
+// withoutDCUtR runs no DCUtR, so that relayed connections become direct
+// only by the node's own punches (tests).
+func withoutDCUtR() Option {
+	return func(s *settings) error { s.noDCUtR = true; return nil }
 }
 
 func (s *settings) validate() error {

@@ -83,3 +83,46 @@ func TestClientWithoutPublishing(t *testing.T) {
 		t.Error("a node without publishing was found")
 	}
 }
+
+// TestRelayedConnectionBecomesDirect: a connection a node dialed through a
+// relay is made direct by a punch the relay coordinates (neither side runs
+// DCUtR here), and the node says so with an EventPath.
+func TestRelayedConnectionBecomesDirect(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	tn := newNetwork(t, ctx, testnet.Config{Public: 3, Private: 1, Options: []rendezvous.Option{rendezvous.WithoutDCUtR()}})
+	b := tn.Private[0]
+	a, err := tn.AddNode(ctx, rendezvous.ReachabilityPrivate, rendezvous.WithUpgradeTiming(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, unsubscribe := a.Subscribe()
+	defer unsubscribe()
+	rec, err := a.Lookup(ctx, b.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Through the relay alone, as a node without punching would.
+	if _, _, err := relay.Dial(ctx, a.Host(), b.ID(), nil, rec.RelayAddrs); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case ev := <-events:
+			if ev.Type != rendezvous.EventPath {
+				continue
+			}
+			if ev.PathChange.Peer != b.ID() || ev.PathChange.Path.Kind != relay.PathHolePunched {
+				t.Fatalf("path event %+v", ev.PathChange)
+			}
+			if ev.PathChange.Attempts < 1 {
+				t.Fatalf("direct after %d punches of the upgrade", ev.PathChange.Attempts)
+			}
+			if c := relay.BestConn(a.Host(), b.ID()); c == nil || c.Stat().Limited {
+				t.Fatal("no direct connection after the path event")
+			}
+			return
+		case <-ctx.Done():
+			t.Fatal("no path event")
+		}
+	}
+}

@@ -101,6 +101,7 @@ const (
 	EventReachability EventType = "reachability"
 	EventNAT          EventType = "nat"
 	EventKeepAlive    EventType = "keepalive" // standing connections or their keep-alive changed
+	EventPath         EventType = "path"      // a relayed connection became direct
 )
 
 // Event is a change in a node's status.
@@ -112,6 +113,7 @@ type Event struct {
 	Publish      *PublishStatus   `json:"publish,omitempty"`
 	NAT          *NATStatus       `json:"nat,omitempty"`
 	KeepAlive    *KeepAliveStatus `json:"keepalive,omitempty"`
+	PathChange   *PathEvent       `json:"path,omitempty"`
 }
 
 // Subscribe returns a channel of status events and a function that ends the

@@ -8,6 +8,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
@@ -27,6 +28,7 @@ import (
 type Observed struct {
 	h     host.Host
 	scope scope.Scope
+	trust func([]protocol.ID) bool
 
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -49,9 +51,19 @@ type ObservedAddr struct {
 	Observers int
 }
 
+// ObservedOption configures an Observed.
+type ObservedOption func(*Observed)
+
+// TrustObservers believes only peers whose identify protocols pass trust,
+// for example the DHT's servers: a NATed peer that connects for a moment
+// would otherwise count as an observer, and change the set for as long.
+func TrustObservers(trust func([]protocol.ID) bool) ObservedOption {
+	return func(o *Observed) { o.trust = trust }
+}
+
 // NewObserved starts tracking h's observed addresses; only peers whose
 // address sc counts as public are believed. Close stops it.
-func NewObserved(h host.Host, sc scope.Scope) (*Observed, error) {
+func NewObserved(h host.Host, sc scope.Scope, opts ...ObservedOption) (*Observed, error) {
 	sub, err := h.EventBus().Subscribe([]any{
 		new(event.EvtPeerIdentificationCompleted),
 		new(event.EvtPeerConnectednessChanged),
@@ -62,6 +74,9 @@ func NewObserved(h host.Host, sc scope.Scope) (*Observed, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	o := &Observed{h: h, scope: sc, cancel: cancel, done: make(chan struct{}), changed: make(chan struct{}, 1),
 		conns: map[network.Conn]observation{}}
+	for _, opt := range opts {
+		opt(o)
+	}
 	go o.run(ctx, sub)
 	return o, nil
 }
@@ -98,7 +113,9 @@ func (o *Observed) run(ctx context.Context, sub event.Subscription) {
 			}
 			switch e := e.(type) {
 			case event.EvtPeerIdentificationCompleted:
-				o.observe(e.Conn, e.ObservedAddr)
+				if o.trust == nil || o.trust(e.Protocols) {
+					o.observe(e.Conn, e.ObservedAddr)
+				}
 			case event.EvtPeerConnectednessChanged:
 				o.prune()
 			}

@@ -3,9 +3,12 @@ package nat
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/p2pos/rendezvous/scope"
@@ -93,5 +96,26 @@ func TestObservedScope(t *testing.T) {
 	got := waitObserved(t, ctx, o, 1, func(a []ObservedAddr) bool { return len(a) == 1 })
 	if got[0].Observers != 1 {
 		t.Fatalf("observed %v, want one observer", got)
+	}
+}
+
+// TestObservedTrust: peers the trust function refuses are not believed.
+func TestObservedTrust(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	h := newHost(t, "127.0.0.1")
+	b, c := newHost(t, "127.0.0.2"), newHost(t, "127.0.0.3")
+	const marker = protocol.ID("/test/observer")
+	c.SetStreamHandler(marker, func(s network.Stream) { s.Reset() })
+	o, err := NewObserved(h, loop, TrustObservers(func(ps []protocol.ID) bool { return slices.Contains(ps, marker) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	connect(t, ctx, h, b) // not trusted
+	connect(t, ctx, h, c)
+	got := waitObserved(t, ctx, o, 1, func(a []ObservedAddr) bool { return len(a) == 1 })
+	if got[0].Observers != 1 {
+		t.Fatalf("observed %v, want one trusted observer", got)
 	}
 }
