@@ -302,10 +302,14 @@ func sideIn(sides []string, s string) bool {
 	return false
 }
 
-// startTarget starts the peer others connect to and waits until it has
-// published its record (behind a router: with a relay address).
-func startTarget(ctx context.Context, lab *natlab.Lab, cfg Config, side string, common []string, boot string) *node {
+// startTarget starts the peer others connect to (on side's target host,
+// or on the host given) and waits until it has published its record
+// (behind a router: with a relay address).
+func startTarget(ctx context.Context, lab *natlab.Lab, cfg Config, side string, common []string, boot string, on ...*natlab.Host) *node {
 	h := lab.Host(hostName(side, "to"))
+	if len(on) > 0 {
+		h = on[0]
+	}
 	mode := "auto"
 	if side == Public {
 		mode = "public"
