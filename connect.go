@@ -83,9 +83,14 @@ func (n *Node) Connect(ctx context.Context, id peer.ID) (*Conn, error) {
 		c, p, more, err = n.dial(ctx, id, res.Record)
 		attempts = append(attempts, more...)
 	}
+	n.mu.Lock()
+	own := n.natInfo
+	n.mu.Unlock()
 	if err != nil {
+		n.metrics.connected("failed", own, res.Record.NAT, attempts)
 		return nil, err
 	}
+	n.metrics.connected(p.Kind.String(), own, res.Record.NAT, attempts)
 	if res.Cached {
 		lookupTime = 0
 	}

@@ -59,6 +59,7 @@ type Node struct {
 	observed  *nat.Observed    // the addresses peers see us at
 	punch     *relay.HolePunch // DCUtR
 	punchSvc  *relay.PunchService
+	metrics   *metrics          // nil without a registerer
 	keepers   []*portmap.Keeper // port mappings, in auto mode
 	tcp       *keepalive.Transport
 	reachEmit event.Emitter
@@ -153,6 +154,10 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("rendezvous: resource manager: %w", err)
 	}
+	if n.metrics, err = newMetrics(s.registerer); err != nil {
+		rm.Close()
+		return nil, fmt.Errorf("rendezvous: metrics: %w", err)
+	}
 	if n.h, err = libp2p.New(append(n.hostOptions(key), libp2p.ResourceManager(rm))...); err != nil {
 		rm.Close()
 		return nil, fmt.Errorf("rendezvous: start host: %w", err)
@@ -183,11 +188,11 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 		return nil, err
 	}
 	if !s.noHolePunch && !s.noDCUtR {
-		if n.punch, err = relay.NewHolePunch(n.h, s.scope, n.punchAddrs); err != nil {
+		if n.punch, err = relay.NewHolePunch(n.h, s.scope, n.punchAddrs, s.registerer); err != nil {
 			return nil, err
 		}
 	}
-	n.punchSvc = relay.NewPunchService(n.h, s.scope, n.punchAddrs, s.log)
+	n.punchSvc = relay.NewPunchService(n.h, s.scope, n.punchAddrs, s.log, relay.WithPunchObserver(n.metrics.punch))
 	n.punchSvc.SetPunching(!s.noHolePunch)
 
 	dmode := dht.ModeAuto
@@ -219,7 +224,7 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 		return nil, err
 	}
 
-	sopts := []relay.ServiceOption{relay.WithServiceScope(s.scope)}
+	sopts := []relay.ServiceOption{relay.WithServiceScope(s.scope), relay.WithServiceMetrics(s.registerer)}
 	if s.relayResources != nil {
 		sopts = append(sopts, relay.WithResources(*s.relayResources))
 	}

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/p2pos/rendezvous"
 	"github.com/p2pos/rendezvous/internal/testnet"
 	"github.com/p2pos/rendezvous/relay"
@@ -124,5 +126,45 @@ func TestRelayedConnectionBecomesDirect(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatal("no path event")
 		}
+	}
+}
+
+// TestConnectMetrics: a punched connection is counted by path and NAT
+// kinds, and the punch by the relay that forwarded it and the target that
+// took it.
+func TestConnectMetrics(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	reg := prometheus.NewRegistry()
+	tn := newNetwork(t, ctx, testnet.Config{Public: 2, Private: 2, Options: []rendezvous.Option{rendezvous.WithPrometheusRegisterer(reg)}})
+	a, b := tn.Private[0], tn.Private[1]
+	if _, err := a.Connect(ctx, b.ID()); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range m.GetLabel() {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			got[key] = m.GetCounter().GetValue()
+		}
+	}
+	for _, want := range []string{
+		"rendezvous_connects_total,local_nat=unknown,path=hole-punched,remote_nat=unknown",
+		"rendezvous_connect_attempts_total,kind=punch,outcome=ok",
+		"rendezvous_punch_requests_total,role=relay,status=ok",
+		"rendezvous_punch_requests_total,role=target,status=ok",
+	} {
+		if got[want] != 1 {
+			t.Errorf("%s = %v, want 1", want, got[want])
+		}
+	}
+	if t.Failed() {
+		t.Logf("gathered: %v", got)
 	}
 }

@@ -265,6 +265,7 @@ func (n *Node) tendOnce(idleSince map[string]time.Time, now time.Time) {
 	n.keep.Reaped += reaped
 	n.mu.Unlock()
 	if changed {
+		n.metrics.keepAlive(idle.Seconds(), tcpCount+quicCount)
 		n.emit(Event{Type: EventKeepAlive, KeepAlive: n.keepAliveStatus()})
 	}
 }

@@ -61,6 +61,7 @@ func (n *Node) watchPaths(ev network.Connectedness, p peer.ID) {
 		if c := relay.BestConn(n.h, p); ok && c != nil && !c.Stat().Limited {
 			path := relay.PathOf(c)
 			path.Kind = relay.PathHolePunched
+			n.metrics.upgraded()
 			n.emit(Event{Type: EventPath, PathChange: &PathEvent{Peer: p, Path: path, Attempts: attempts}})
 		}
 		return

@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/p2pos/rendezvous/scope"
 )
@@ -32,13 +33,18 @@ var ErrNoIdentify = errors.New("relay: host without an identify service")
 // to a peer: the host's external addresses (those its peers observe) and
 // its LAN addresses, for a peer behind the same router. Addresses of the
 // remote peer are kept when in sc or on a LAN.
-func NewHolePunch(h host.Host, sc scope.Scope, addrs func() []ma.Multiaddr) (*HolePunch, error) {
+//
+// With reg, libp2p's DCUtR metrics are registered with it.
+func NewHolePunch(h host.Host, sc scope.Scope, addrs func() []ma.Multiaddr, reg prometheus.Registerer) (*HolePunch, error) {
 	idh, ok := h.(interface{ IDService() identify.IDService })
 	if !ok || idh.IDService() == nil {
 		return nil, ErrNoIdentify
 	}
-	svc, err := holepunch.NewService(h, idh.IDService(), func() []ma.Multiaddr { return punchable(sc, addrs()) },
-		holepunch.WithAddrFilter(punchFilter{sc}))
+	opts := []holepunch.Option{holepunch.WithAddrFilter(punchFilter{sc})}
+	if reg != nil {
+		opts = append(opts, holepunch.WithMetricsTracer(holepunch.NewMetricsTracer(holepunch.WithRegisterer(reg))))
+	}
+	svc, err := holepunch.NewService(h, idh.IDService(), func() []ma.Multiaddr { return punchable(sc, addrs()) }, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("relay: hole punching: %w", err)
 	}

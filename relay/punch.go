@@ -112,11 +112,12 @@ const (
 // and always as a target. It also starts punches (Punch). Its goroutines
 // are owned by it and end with Close.
 type PunchService struct {
-	h      host.Host
-	scope  scope.Scope
-	addrs  func() []ma.Multiaddr
-	limits PunchLimits
-	log    *logging.ZapEventLogger
+	h       host.Host
+	scope   scope.Scope
+	addrs   func() []ma.Multiaddr
+	limits  PunchLimits
+	log     *logging.ZapEventLogger
+	observe func(role string, status PunchStatus)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -134,7 +135,17 @@ type PunchService struct {
 // NewPunchService starts serving PunchProtocol on h. addrs returns the
 // addresses to announce (as for NewHolePunch); sc decides which of a
 // peer's addresses may be dialed besides LAN ones.
-func NewPunchService(h host.Host, sc scope.Scope, addrs func() []ma.Multiaddr, log *logging.ZapEventLogger) *PunchService {
+// PunchOption configures a PunchService.
+type PunchOption func(*PunchService)
+
+// WithPunchObserver has observe called with the status of every request
+// the service forwarded (role "relay") or took (role "target"), for
+// metrics.
+func WithPunchObserver(observe func(role string, status PunchStatus)) PunchOption {
+	return func(s *PunchService) { s.observe = observe }
+}
+
+func NewPunchService(h host.Host, sc scope.Scope, addrs func() []ma.Multiaddr, log *logging.ZapEventLogger, opts ...PunchOption) *PunchService {
 	if log == nil {
 		log = logging.Logger("rendezvous/relay")
 	}
@@ -146,6 +157,10 @@ func NewPunchService(h host.Host, sc scope.Scope, addrs func() []ma.Multiaddr, l
 		dials:   make(chan struct{}, maxPunchDials),
 		total:   rate.NewLimiter(l.Total, l.TotalBurst),
 		perPeer: map[peer.ID]*rate.Limiter{},
+		observe: func(string, PunchStatus) {},
+	}
+	for _, o := range opts {
+		o(s)
 	}
 	h.SetStreamHandler(PunchProtocol, s.handle)
 	return s
@@ -226,6 +241,12 @@ func reply(st network.Stream, status PunchStatus, addrs []ma.Multiaddr) {
 	}
 }
 
+// replyAs answers st, and tells the observer what role answered how.
+func (s *PunchService) replyAs(st network.Stream, role string, status PunchStatus, addrs []ma.Multiaddr) {
+	s.observe(role, status)
+	reply(st, status, addrs)
+}
+
 // allow applies the relay's limits to a request from p.
 func (s *PunchService) allow(p peer.ID) bool {
 	s.mu.Lock()
@@ -249,20 +270,20 @@ func (s *PunchService) forward(st network.Stream, m punchMsg) {
 	s.mu.Unlock()
 	switch {
 	case !on || st.Conn().Stat().Limited || IsRelayed(st.Conn().RemoteMultiaddr()):
-		reply(st, PunchRefused, nil)
+		s.replyAs(st, "relay", PunchRefused, nil)
 		return
 	case !s.allow(from):
-		reply(st, PunchRateLimited, nil)
+		s.replyAs(st, "relay", PunchRateLimited, nil)
 		return
 	case m.Peer == "" || m.Peer == from || !directlyConnected(s.h, m.Peer):
-		reply(st, PunchUnknownPeer, nil)
+		s.replyAs(st, "relay", PunchUnknownPeer, nil)
 		return
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, punchStreamTimeout)
 	defer cancel()
 	ts, err := s.h.NewStream(network.WithNoDial(ctx, "punch forward"), m.Peer, PunchProtocol)
 	if err != nil {
-		reply(st, PunchUnknownPeer, nil)
+		s.replyAs(st, "relay", PunchUnknownPeer, nil)
 		return
 	}
 	defer ts.Close()
@@ -270,16 +291,16 @@ func (s *PunchService) forward(st network.Stream, m punchMsg) {
 	fwd := punchMsg{Type: msgForward, Peer: from, Observed: st.Conn().RemoteMultiaddr(), Addrs: m.Addrs}
 	if err := writePunchMsg(ts, fwd); err != nil {
 		ts.Reset()
-		reply(st, PunchNoAnswer, nil)
+		s.replyAs(st, "relay", PunchNoAnswer, nil)
 		return
 	}
 	ans, err := readPunchMsg(ts)
 	if err != nil || ans.Type != msgAnswer {
 		ts.Reset()
-		reply(st, PunchNoAnswer, nil)
+		s.replyAs(st, "relay", PunchNoAnswer, nil)
 		return
 	}
-	reply(st, ans.Status, ans.Addrs)
+	s.replyAs(st, "relay", ans.Status, ans.Addrs)
 }
 
 // directlyConnected tells whether h has a direct connection to p.
@@ -299,21 +320,21 @@ func (s *PunchService) answer(st network.Stream, m punchMsg) {
 	off := s.noPunch
 	s.mu.Unlock()
 	if off || st.Conn().Stat().Limited || IsRelayed(st.Conn().RemoteMultiaddr()) || m.Peer == "" || m.Peer == s.h.ID() {
-		reply(st, PunchRefused, nil)
+		s.replyAs(st, "target", PunchRefused, nil)
 		return
 	}
 	targets := dialable(s.scope, m.Observed, m.Addrs)
 	if len(targets) == 0 {
-		reply(st, PunchRefused, nil)
+		s.replyAs(st, "target", PunchRefused, nil)
 		return
 	}
 	select {
 	case s.dials <- struct{}{}:
 	default:
-		reply(st, PunchRateLimited, nil)
+		s.replyAs(st, "target", PunchRateLimited, nil)
 		return
 	}
-	reply(st, PunchOK, punchable(s.scope, s.addrs()))
+	s.replyAs(st, "target", PunchOK, punchable(s.scope, s.addrs()))
 	if !s.goOwned(func() {
 		defer func() { <-s.dials }()
 		ctx, cancel := context.WithTimeout(s.ctx, punchDialTimeout)

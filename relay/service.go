@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
 	circuit "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/p2pos/rendezvous/scope"
 )
@@ -32,6 +33,7 @@ func DefaultResources() circuit.Resources {
 type serviceSettings struct {
 	resources circuit.Resources
 	scope     scope.Scope
+	tracer    circuit.MetricsTracer
 }
 
 // ServiceOption configures a Service.
@@ -46,6 +48,16 @@ func WithResources(r circuit.Resources) ServiceOption {
 // reserving peers about. Default: the internet.
 func WithServiceScope(sc scope.Scope) ServiceOption {
 	return func(s *serviceSettings) { s.scope = sc }
+}
+
+// WithServiceMetrics registers the relay's metrics (reservations,
+// circuits, relayed bytes) with reg; nil: none.
+func WithServiceMetrics(reg prometheus.Registerer) ServiceOption {
+	return func(s *serviceSettings) {
+		if reg != nil {
+			s.tracer = circuit.NewMetricsTracer(circuit.WithRegisterer(reg))
+		}
+	}
 }
 
 // Service runs the relay (hop) protocol while it is enabled. The zero value is
@@ -81,10 +93,14 @@ func (s *Service) SetEnabled(on bool) error {
 	switch {
 	case on && s.relay == nil:
 		sc := s.s.scope
-		r, err := circuit.New(s.h,
+		opts := []circuit.Option{
 			circuit.WithResources(s.s.resources),
 			circuit.WithReservationAddressFilter(func(a ma.Multiaddr) bool { return sc.IsPublic(a) }),
-		)
+		}
+		if s.s.tracer != nil {
+			opts = append(opts, circuit.WithMetricsTracer(s.s.tracer))
+		}
+		r, err := circuit.New(s.h, opts...)
 		if err != nil {
 			return fmt.Errorf("relay: start service: %w", err)
 		}
