@@ -27,6 +27,8 @@ type Conn struct {
 	Record *dht.Record
 	// LookupTime is how long finding the record took (0 when cached).
 	LookupTime time.Duration
+	// LookupStats counts the lookup's requests and their bytes.
+	LookupStats dht.Stats
 	// Attempts are the ways tried, in the order they ended.
 	Attempts []Attempt
 }
@@ -94,7 +96,7 @@ func (n *Node) Connect(ctx context.Context, id peer.ID) (*Conn, error) {
 	if res.Cached {
 		lookupTime = 0
 	}
-	return &Conn{Conn: c, Path: p, Record: res.Record, LookupTime: lookupTime, Attempts: attempts}, nil
+	return &Conn{Conn: c, Path: p, Record: res.Record, LookupTime: lookupTime, LookupStats: res.Stats, Attempts: attempts}, nil
 }
 
 // WaitDirect waits until the node has a direct connection to id, for

@@ -220,9 +220,16 @@ func (c *Checker) run(ctx context.Context, sub event.Subscription) {
 			select {
 			case <-ctx.Done():
 				return
-			case _, ok := <-sub.Out():
+			case e, ok := <-sub.Out():
 				if !ok {
 					return
+				}
+				// A new address is worth a check; a newly identified peer
+				// only while there is no verdict yet (it may be the first
+				// server): with one, each connection would cost a check.
+				if _, peerEvent := e.(event.EvtPeerIdentificationCompleted); peerEvent &&
+					c.Verdict().Reachability != network.ReachabilityUnknown {
+					continue
 				}
 				c.Recheck()
 			}

@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 
 	"github.com/p2pos/rendezvous/relay"
@@ -46,7 +47,11 @@ type connectJSON struct {
 	// (a bootstrap peer, say), so nothing was looked up or dialed.
 	Connected bool    `json:"already_connected,omitempty"`
 	LookupMS  float64 `json:"lookup_ms"`
-	DialMS    float64 `json:"dial_ms"`
+	// LookupRPCs and LookupBytes count the lookup's requests and their
+	// bytes (kad messages, not transport overhead).
+	LookupRPCs  int64   `json:"lookup_rpcs"`
+	LookupBytes int64   `json:"lookup_bytes"`
+	DialMS      float64 `json:"dial_ms"`
 	// FirstPath is the path of the first connection when a direct one
 	// replaced it (--direct-wait); DirectMS is when, from the start.
 	FirstPath *relay.PathKind `json:"first_path,omitempty"`
@@ -104,6 +109,16 @@ func runConnect(ctx context.Context, args []string, stdin io.Reader, stdout io.W
 	defer func() { err = errors.Join(err, closeError(n.Close())) }()
 
 	if *waitStdin {
+		// Joined means settled: identify done with every peer joined.
+		if idh, ok := n.Host().(interface{ IDService() identify.IDService }); ok {
+			for _, c := range n.Host().Network().Conns() {
+				select {
+				case <-idh.IDService().IdentifyWait(c):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		}
 		if err := writeJSON(stdout, map[string]bool{"joined": true}); err != nil {
 			return err
 		}
@@ -133,7 +148,7 @@ func runConnect(ctx context.Context, args []string, stdin io.Reader, stdout io.W
 			directAt = time.Since(start)
 			k := c.Path.Kind
 			firstPath = &k
-			d.Record, d.LookupTime, d.Attempts = c.Record, c.LookupTime, c.Attempts
+			d.Record, d.LookupTime, d.LookupStats, d.Attempts = c.Record, c.LookupTime, c.LookupStats, c.Attempts
 			d.Path.DialTime, d.Path.RTT = c.Path.DialTime, c.Path.RTT
 			c = d
 		}
@@ -149,16 +164,18 @@ func runConnect(ctx context.Context, args []string, stdin io.Reader, stdout io.W
 	}
 
 	out := connectJSON{
-		PeerID:     id.String(),
-		Path:       c.Path.Kind,
-		RemoteAddr: fmt.Sprint(c.Path.RemoteAddr),
-		Connected:  c.Record == nil,
-		LookupMS:   ms(c.LookupTime),
-		DialMS:     ms(c.Path.DialTime),
-		RTTMS:      ms(c.Path.RTT),
-		Ping:       pingStats(rtts),
-		FirstPath:  firstPath,
-		DirectMS:   ms(directAt),
+		PeerID:      id.String(),
+		Path:        c.Path.Kind,
+		RemoteAddr:  fmt.Sprint(c.Path.RemoteAddr),
+		Connected:   c.Record == nil,
+		LookupMS:    ms(c.LookupTime),
+		LookupRPCs:  c.LookupStats.RPCs,
+		LookupBytes: c.LookupStats.Bytes(),
+		DialMS:      ms(c.Path.DialTime),
+		RTTMS:       ms(c.Path.RTT),
+		Ping:        pingStats(rtts),
+		FirstPath:   firstPath,
+		DirectMS:    ms(directAt),
 	}
 	if c.Path.Relay != "" {
 		out.Relay = c.Path.Relay.String()

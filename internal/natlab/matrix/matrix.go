@@ -93,6 +93,10 @@ type Cell struct {
 	// Attempts are the ways the connecting peer tried, as connect --json
 	// reports them.
 	Attempts json.RawMessage `json:"attempts,omitempty"`
+	// LookupRPCs and LookupBytes count the lookup's kad requests and their
+	// messages' bytes (without transport overhead).
+	LookupRPCs  int64 `json:"lookup_rpcs"`
+	LookupBytes int64 `json:"lookup_bytes"`
 }
 
 // Result is a whole matrix.
@@ -359,6 +363,8 @@ type connectLine struct {
 	FirstPath string          `json:"first_path"`
 	DirectMS  float64         `json:"direct_ms"`
 	Attempts  json.RawMessage `json:"attempts"`
+	LookupRPC int64           `json:"lookup_rpcs"`
+	LookupB   int64           `json:"lookup_bytes"`
 	Ping      *struct {
 		RTTsMS []float64 `json:"rtts_ms"`
 	} `json:"ping"`
@@ -421,6 +427,7 @@ func runCell(ctx context.Context, lab *natlab.Lab, cfg Config, transport, from, 
 		c.Path = cl.Path
 		c.Relay = cl.Relay
 		c.Attempts = cl.Attempts
+		c.LookupRPCs, c.LookupBytes = cl.LookupRPC, cl.LookupB
 		c.LookupMS, c.DialMS = cl.LookupMS, cl.DialMS
 		// The first byte went over the first connection: its RTT was
 		// measured when it was made (the pings may follow a hole punch).
