@@ -27,6 +27,7 @@ import (
 	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/p2pos/rendezvous/dht"
 	"github.com/p2pos/rendezvous/nat"
@@ -296,9 +297,25 @@ func (n *Node) hostOptions(key crypto.PrivKey) []libp2p.Option {
 		// Direct and relay addresses are dialed together: the relay path
 		// is there for peers that cannot be reached directly.
 		libp2p.SwarmOpts(swarm.WithDialRanker(swarm.NoDelayDialRanker)),
-		// Addresses the gateway mapped for us are addresses of ours.
+		// The host's addresses are those of its interfaces and those the
+		// gateway mapped for it. Addresses peers observe behind a NAT are
+		// left out: the node's own tracker (nat.Observed) hands them to
+		// hole punches and the record, and libp2p's would change the
+		// host's addresses (and push identify to every peer) whenever a
+		// fourth peer saw one.
 		libp2p.AddrsFactory(func(addrs []ma.Multiaddr) []ma.Multiaddr {
-			return append(addrs, n.mappedAddrs()...)
+			local := map[string]bool{}
+			for _, ip := range nat.InterfaceIPs() {
+				local[ip] = true
+			}
+			out := make([]ma.Multiaddr, 0, len(addrs))
+			for _, a := range addrs {
+				ip, err := manet.ToIP(a)
+				if relay.IsRelayed(a) || err != nil || local[ip.String()] {
+					out = append(out, a)
+				}
+			}
+			return append(out, n.mappedAddrs()...)
 		}),
 	}
 	switch s.reach {

@@ -201,9 +201,25 @@ type readyLine struct {
 	PeerID       string   `json:"peer_id"`
 	Addrs        []string `json:"addrs"`
 	Status       struct {
-		Publish *publishLine `json:"publish"`
+		Publish      *publishLine `json:"publish"`
+		Reachability string       `json:"reachability"`
+		NAT          *struct {
+			UDPTimeout int64  `json:"udp_timeout_ns"`
+			Measuring  bool   `json:"timeout_measuring"`
+			Error      string `json:"error"`
+		} `json:"nat"`
 	} `json:"status"`
 	Publish *publishLine `json:"publish"`
+}
+
+// surveyed tells whether a status line shows the NAT survey over (or none
+// due: a public node).
+func (rl readyLine) surveyed() bool {
+	if rl.Status.Reachability == "public" {
+		return true
+	}
+	n := rl.Status.NAT
+	return n != nil && !n.Measuring && (n.UDPTimeout > 0 || n.Error != "")
 }
 
 func runTransport(ctx context.Context, cfg Config, transport string) ([]Cell, error) {
@@ -318,18 +334,26 @@ func startTarget(ctx context.Context, lab *natlab.Lab, cfg Config, side string, 
 	if side == Public {
 		mode = "public"
 	}
-	args := append([]string{"node", "--mode", mode, "--bootstrap", boot}, common...)
+	// Targets measure their NAT quickly and prove no TCP lifetime, and
+	// cells start once they are done: what crosses the public nodes during
+	// a cell is then the connection's, not the target's standby work.
+	args := append([]string{"node", "--mode", mode, "--bootstrap", boot,
+		"--nat-timeouts", "2s,4s", "--tcp-holds", "none"}, common...)
 	p, err := h.Start(ctx, cfg.Binary, args...)
 	if err != nil {
 		return &node{err: err}
 	}
 	n := &node{proc: p}
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	public := false
+	public, published := false, false
 	for {
 		var rl readyLine
 		if err := p.NextJSON(wctx, &rl); err != nil {
+			if published {
+				cfg.Logf("%s: target published, NAT survey not over: %v", side, err)
+				return n
+			}
 			n.err = fmt.Errorf("peer never published: %w", err)
 			return n
 		}
@@ -347,6 +371,9 @@ func startTarget(ctx context.Context, lab *natlab.Lab, cfg Config, side string, 
 		// or direct addresses after a dial-back confirmed them (a port
 		// mapping).
 		if pub != nil && pub.Error == "" && (side == Public || len(pub.RelayAddrs) > 0 || (public && len(pub.Addrs) > 0)) {
+			published = true
+		}
+		if published && (side == Public || rl.surveyed()) {
 			return n
 		}
 	}
