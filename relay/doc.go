@@ -13,6 +13,16 @@
 //   - Dial connects to a peer over its direct and relay addresses at once and
 //     reports the path the connection took (direct or relayed, via which
 //     relay), its remote address and round-trip time.
+//   - PunchService coordinates hole punches without a relayed connection
+//     first (PunchProtocol): a relay forwards the initiator's request, with
+//     the initiator's address as the relay sees it, to the target over the
+//     connection the target holds to it; the target answers with its
+//     addresses and dials back, while the initiator dials the addresses of
+//     the target's record and of the answer. With endpoint-independent
+//     mappings on one side at least, the two NATs open within about two
+//     round trips through the relay.
+//   - HolePunch runs libp2p's DCUtR on relayed connections, for other libp2p
+//     implementations, announcing the addresses peers observe and the LAN's.
 //
 // This package does not find peers or publish addresses: the caller gives it
 // candidates and addresses, and publishes what it reports.
