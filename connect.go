@@ -184,7 +184,9 @@ func (n *Node) dial(ctx context.Context, id peer.ID, rec *dht.Record) (network.C
 		dialing = true
 		pending++
 		go func() {
+			began := time.Since(start)
 			c, p, err := relay.Dial(dctx, n.h, id, nil, rec.RelayAddrs)
+			p.DialTime += began // from the end of the lookup, as a punch's
 			results <- result{kind: "dial", c: c, p: p, err: err, took: time.Since(start)}
 		}()
 	}
@@ -256,7 +258,11 @@ func (n *Node) punchHead(relayID peer.ID, peerNAT dht.NATInfo) time.Duration {
 	n.mu.Lock()
 	own := n.natInfo
 	n.mu.Unlock()
-	if !punchable(own, peerNAT) {
+	// Behind an endpoint-dependent mapping, a peer is reached by a punch
+	// only when this side maps endpoint-independently and filters
+	// loosely: too seldom to make the relay wait.
+	dependent := peerNAT.Mapping == dht.AddressAndPortDependent || peerNAT.Mapping == dht.AddressDependent
+	if dependent || !punchable(own, peerNAT) {
 		return 0
 	}
 	rtt := n.h.Peerstore().LatencyEWMA(relayID)

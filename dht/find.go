@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -54,9 +55,16 @@ func (d *DHT) Lookup(ctx context.Context, id peer.ID, opts ...LookupOption) (Loo
 	var best *Record
 	var rejected error
 	_, err := d.lookup(ctx, key, func(ctx context.Context, p peer.ID) ([]*peer.AddrInfo, bool, error) {
+		connected := d.h.Network().Connectedness(p) == network.Connected
+		asked := time.Now()
 		rec, closer, err := d.pm.GetValue(ctx, p, key)
 		if err != nil {
 			return nil, false, err
+		}
+		if connected {
+			// One request over a connection there was: about a round trip,
+			// which Connect uses to pace a punch through this peer.
+			d.h.Peerstore().RecordLatency(p, time.Since(asked))
 		}
 		if rec == nil {
 			return closer, false, nil
