@@ -3,6 +3,7 @@ package rendezvous
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -207,7 +208,12 @@ func (n *Node) dial(ctx context.Context, id peer.ID, rec *dht.Record) (network.C
 					r.p.RTT = relay.MeasureRTT(ctx, n.h, id)
 				}
 				// A relayed connection leaves the punch running: it
-				// ends alone, within punchBudget.
+				// ends alone, within punchBudget. The attempts say so,
+				// and why the relay was dialed.
+				if r.kind == "dial" && pending > 0 {
+					attempts = append(attempts, Attempt{Kind: "punch", Relay: ri.ID, Took: time.Since(start),
+						Err: n.relayedBecause(head, rec.NAT)})
+				}
 				return r.c, r.p, attempts, nil
 			}
 			lastErr = r.err
@@ -217,6 +223,25 @@ func (n *Node) dial(ctx context.Context, id peer.ID, rec *dht.Record) (network.C
 		}
 	}
 	return nil, relay.Path{}, attempts, lastErr
+}
+
+// ErrPunchPending is the error of a punch still running when the relayed
+// connection came: it goes on, and may still make the connection direct.
+var ErrPunchPending = errors.New("rendezvous: punch still running when the relay connected")
+
+// relayedBecause says why the relay was dialed while a punch ran.
+func (n *Node) relayedBecause(head time.Duration, peerNAT dht.NATInfo) error {
+	if head == 0 {
+		return fmt.Errorf("%w: dialed at once, the NATs (this side %s, the peer %s) rarely let a punch through",
+			ErrPunchPending, natKind(n.natInfoNow()), natKind(peerNAT))
+	}
+	return fmt.Errorf("%w: dialed after a head start of %v", ErrPunchPending, head.Round(time.Millisecond))
+}
+
+func (n *Node) natInfoNow() dht.NATInfo {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.natInfo
 }
 
 func relayIf(ok bool, id peer.ID) peer.ID {

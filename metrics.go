@@ -111,6 +111,8 @@ func outcome(err error) string {
 		return pe.Status.String()
 	case errors.Is(err, relay.ErrPunchFailed):
 		return "no direct connection"
+	case errors.Is(err, ErrPunchPending):
+		return "pending"
 	}
 	return "failed"
 }

@@ -48,7 +48,7 @@ func TestConnectPunches(t *testing.T) {
 		t.Fatalf("to a node without punching: path %+v, want relayed", c.Path)
 	}
 	var pe *relay.PunchError
-	if len(c.Attempts) != 2 || !errors.As(c.Attempts[0].Err, &pe) || pe.Status != relay.PunchRefused || c.Attempts[1].Kind != "dial" {
+	if len(c.Attempts) < 2 || !errors.As(c.Attempts[0].Err, &pe) || pe.Status != relay.PunchRefused || c.Attempts[1].Kind != "dial" {
 		t.Fatalf("attempts %+v, want a refused punch, then the relay", c.Attempts)
 	}
 }
