@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -119,6 +120,15 @@ func runConnect(ctx context.Context, args []string, stdin io.Reader, stdout io.W
 				}
 			}
 		}
+		// Warm the connections as a running node's would be: QUIC probes
+		// the path MTU once per connection, with large packets a few
+		// round trips apart, when it next sends; a node up for a while
+		// has done so on its keep-alives.
+		var wg sync.WaitGroup
+		for _, p := range n.Host().Network().Peers() {
+			wg.Go(func() { pingPeer(ctx, n.Host(), p, warmPings) })
+		}
+		wg.Wait()
 		if err := writeJSON(stdout, map[string]bool{"joined": true}); err != nil {
 			return err
 		}
@@ -262,6 +272,10 @@ func mean(ds []time.Duration) time.Duration {
 	}
 	return sum / time.Duration(len(ds))
 }
+
+// warmPings is how many pings --wait-stdin sends each peer joined before
+// it says it joined: enough round trips for QUIC's path MTU search.
+const warmPings = 30
 
 // waitLine waits for a line on r, or for ctx.
 func waitLine(ctx context.Context, r io.Reader) error {
