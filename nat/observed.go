@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -26,9 +27,10 @@ import (
 // observer IP addresses per address and leaves the threshold to the
 // caller, who knows the NAT's mapping behaviour.
 type Observed struct {
-	h     host.Host
-	scope scope.Scope
-	trust func([]protocol.ID) bool
+	h      host.Host
+	scope  scope.Scope
+	trust  func([]protocol.ID) bool
+	linger time.Duration
 
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -42,6 +44,19 @@ type Observed struct {
 type observation struct {
 	observer string       // the observer's IP address
 	addr     ma.Multiaddr // the observed address, thin waist only
+	closed   time.Time    // when the connection closed; zero while open
+}
+
+// DefaultObservedLinger is how long an observation outlives its
+// connection: a private node closes idle connections to DHT servers after a
+// minute, and the NAT's mapping, and the record that names it, should not
+// change with them.
+const DefaultObservedLinger = 30 * time.Minute
+
+// ObservedLinger sets how long an observation outlives its connection
+// (default DefaultObservedLinger).
+func ObservedLinger(d time.Duration) ObservedOption {
+	return func(o *Observed) { o.linger = d }
 }
 
 // ObservedAddr is an address peers see, with how many distinct observer IP
@@ -72,7 +87,7 @@ func NewObserved(h host.Host, sc scope.Scope, opts ...ObservedOption) (*Observed
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	o := &Observed{h: h, scope: sc, cancel: cancel, done: make(chan struct{}), changed: make(chan struct{}, 1),
+	o := &Observed{h: h, scope: sc, linger: DefaultObservedLinger, cancel: cancel, done: make(chan struct{}), changed: make(chan struct{}, 1),
 		conns: map[network.Conn]observation{}}
 	for _, opt := range opts {
 		opt(o)
@@ -150,22 +165,32 @@ func (o *Observed) observe(c network.Conn, observed ma.Multiaddr) {
 	o.prune()
 }
 
-// prune forgets the observations of closed connections.
+// prune marks the observations of closed connections, and forgets those
+// closed longer than the linger time.
 func (o *Observed) prune() {
 	open := map[network.Conn]bool{}
 	for _, c := range o.h.Network().Conns() {
 		open[c] = true
 	}
+	now := time.Now()
 	o.mu.Lock()
 	n := len(o.conns)
-	for c := range o.conns {
-		if !open[c] {
+	marked := false
+	for c, ob := range o.conns {
+		switch {
+		case open[c]:
+		case ob.closed.IsZero():
+			ob.closed = now
+			o.conns[c] = ob
+			marked = true
+		}
+		if !ob.closed.IsZero() && now.Sub(ob.closed) >= o.linger {
 			delete(o.conns, c)
 		}
 	}
 	pruned := len(o.conns) != n
 	o.mu.Unlock()
-	if pruned {
+	if pruned || marked {
 		o.signal()
 	}
 }
@@ -177,6 +202,9 @@ func (o *Observed) Addrs(min int) []ObservedAddr {
 	observers := map[string]map[string]bool{}
 	addrs := map[string]ma.Multiaddr{}
 	for _, ob := range o.conns {
+		if !ob.closed.IsZero() && time.Since(ob.closed) >= o.linger {
+			continue
+		}
 		k := string(ob.addr.Bytes())
 		if observers[k] == nil {
 			observers[k] = map[string]bool{}

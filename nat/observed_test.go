@@ -38,24 +38,44 @@ func TestObserved(t *testing.T) {
 	defer cancel()
 	h := newHost(t, "127.0.0.1")
 	b, c := newHost(t, "127.0.0.2"), newHost(t, "127.0.0.3")
-	o, err := NewObserved(h, loop)
+	o, err := NewObserved(h, loop, ObservedLinger(0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer o.Close()
+	lingering, err := NewObserved(h, loop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lingering.Close()
 	connect(t, ctx, h, b)
 	connect(t, ctx, h, c)
+	waitObserved(t, ctx, lingering, 2, func(a []ObservedAddr) bool { return len(a) == 1 })
 	listen := thinWaist(h.Addrs()[0])
 	got := waitObserved(t, ctx, o, 2, func(a []ObservedAddr) bool { return len(a) == 1 })
 	if !got[0].Addr.Equal(listen) || got[0].Observers != 2 {
 		t.Fatalf("observed %v, want %s seen by 2", got, listen)
 	}
+	select { // what was signalled before is known
+	case <-lingering.Changed():
+	default:
+	}
 	if err := h.Network().ClosePeer(c.ID()); err != nil {
 		t.Fatal(err)
+	}
+	select { // the lingering tracker saw the connection close
+	case <-lingering.Changed():
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
 	}
 	waitObserved(t, ctx, o, 2, func(a []ObservedAddr) bool { return len(a) == 0 })
 	if got := o.Addrs(1); len(got) != 1 || got[0].Observers != 1 {
 		t.Fatalf("after one left: %v", got)
+	}
+	// By default an observation outlives its connection: the mapping
+	// does not change when an idle connection is closed.
+	if got := lingering.Addrs(2); len(got) != 1 || got[0].Observers != 2 {
+		t.Fatalf("lingering after one left: %v", got)
 	}
 	if err := o.Close(); err != nil {
 		t.Fatal(err)
