@@ -563,6 +563,9 @@ func (s *ProbeService) learn(ctx context.Context, p peer.ID) {
 // one second, for maxAskAttempts questions at most. s.mu is held, and the
 // caller is counted in the group.
 func (s *ProbeService) retryLocked(ctx context.Context, p peer.ID) {
+	if s.failures == nil || ctx.Err() != nil {
+		return // stopped while the question ran
+	}
 	n := s.failures[p] + 1
 	if n >= maxAskAttempts {
 		return
