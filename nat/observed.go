@@ -13,6 +13,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
+	"github.com/p2pos/rendezvous/nat/probe"
 	"github.com/p2pos/rendezvous/scope"
 )
 
@@ -44,6 +45,7 @@ type Observed struct {
 type observation struct {
 	observer string       // the observer's IP address
 	addr     ma.Multiaddr // the observed address, thin waist only
+	local    string       // the connection's local address, thin waist only
 	closed   time.Time    // when the connection closed; zero while open
 }
 
@@ -154,7 +156,11 @@ func (o *Observed) observe(c network.Conn, observed ma.Multiaddr) {
 	if addr == nil || !sameTransport(addr, c.LocalMultiaddr()) {
 		return
 	}
-	ob := observation{observer: observer.String(), addr: addr}
+	var local string
+	if l := thinWaist(c.LocalMultiaddr()); l != nil {
+		local = string(l.Bytes())
+	}
+	ob := observation{observer: observer.String(), addr: addr, local: local}
 	o.mu.Lock()
 	old, had := o.conns[c]
 	o.conns[c] = ob
@@ -226,6 +232,41 @@ func (o *Observed) Addrs(min int) []ObservedAddr {
 		return slices.Compare(a.Addr.Bytes(), b.Addr.Bytes())
 	})
 	return out
+}
+
+// UDPMapping tells how the NAT maps the host's UDP (QUIC) sockets, as far
+// as its peers' observations show: EndpointIndependent when two observers
+// at different IP addresses saw one socket at the same address,
+// AddressAndPortDependent when they saw it at different ones, and
+// BehaviorUnknown before two observers spoke for one socket. It is known
+// after a few connections, long before a NAT survey ends.
+func (o *Observed) UDPMapping() probe.Behavior {
+	type seen struct{ observer, addr string }
+	o.mu.Lock()
+	bySocket := map[string][]seen{}
+	for _, ob := range o.conns {
+		if ob.local == "" || ob.addr[1].Code() != ma.P_UDP ||
+			(!ob.closed.IsZero() && time.Since(ob.closed) >= o.linger) {
+			continue
+		}
+		bySocket[ob.local] = append(bySocket[ob.local], seen{ob.observer, string(ob.addr.Bytes())})
+	}
+	o.mu.Unlock()
+	verdict := probe.BehaviorUnknown
+	for _, obs := range bySocket {
+		for i, a := range obs {
+			for _, b := range obs[i+1:] {
+				if a.observer == b.observer {
+					continue
+				}
+				if a.addr != b.addr {
+					return probe.AddressAndPortDependent
+				}
+				verdict = probe.EndpointIndependent
+			}
+		}
+	}
+	return verdict
 }
 
 // thinWaist returns the IP, transport and port part of a, with QUIC's

@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/p2pos/rendezvous/nat/probe"
 	"github.com/p2pos/rendezvous/scope"
 )
 
@@ -56,6 +57,9 @@ func TestObserved(t *testing.T) {
 	if !got[0].Addr.Equal(listen) || got[0].Observers != 2 {
 		t.Fatalf("observed %v, want %s seen by 2", got, listen)
 	}
+	if m := o.UDPMapping(); m != probe.EndpointIndependent {
+		t.Fatalf("UDP mapping %v, want endpoint-independent: two observers saw one address", m)
+	}
 	select { // what was signalled before is known
 	case <-lingering.Changed():
 	default:
@@ -82,6 +86,44 @@ func TestObserved(t *testing.T) {
 	}
 	if err := o.Close(); err != nil { // idempotent
 		t.Fatal(err)
+	}
+}
+
+// fakeConn stands for a connection in observations put by hand.
+type fakeConn struct {
+	network.Conn
+	n int
+}
+
+// TestObservedUDPMapping: one socket seen at two ports by two observers
+// is mapped dependently; one observer, or one observer twice, says
+// nothing.
+func TestObservedUDPMapping(t *testing.T) {
+	o := &Observed{conns: map[network.Conn]observation{}, linger: time.Minute}
+	sock := string(ma.StringCast("/ip4/0.0.0.0/udp/4001/quic-v1").Bytes())
+	put := func(n int, observer, addr string) {
+		o.conns[fakeConn{n: n}] = observation{observer: observer, addr: ma.StringCast(addr), local: sock}
+	}
+	put(1, "198.51.100.1", "/ip4/203.0.113.7/udp/40001/quic-v1")
+	if m := o.UDPMapping(); m != probe.BehaviorUnknown {
+		t.Fatalf("one observer: %v", m)
+	}
+	put(2, "198.51.100.1", "/ip4/203.0.113.7/udp/40002/quic-v1")
+	if m := o.UDPMapping(); m != probe.BehaviorUnknown {
+		t.Fatalf("one observer twice: %v", m)
+	}
+	put(3, "198.51.100.2", "/ip4/203.0.113.7/udp/40001/quic-v1")
+	if m := o.UDPMapping(); m != probe.AddressAndPortDependent {
+		t.Fatalf("two ports for one socket: %v", m)
+	}
+	delete(o.conns, fakeConn{n: 2})
+	if m := o.UDPMapping(); m != probe.EndpointIndependent {
+		t.Fatalf("two observers, one address: %v", m)
+	}
+	// TCP observations do not speak for UDP.
+	o.conns[fakeConn{n: 4}] = observation{observer: "198.51.100.3", addr: ma.StringCast("/ip4/203.0.113.7/tcp/1"), local: sock}
+	if m := o.UDPMapping(); m != probe.EndpointIndependent {
+		t.Fatalf("with a TCP observation: %v", m)
 	}
 }
 
