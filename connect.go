@@ -12,6 +12,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/p2pos/rendezvous/dht"
+	"github.com/p2pos/rendezvous/nat/probe"
 	"github.com/p2pos/rendezvous/relay"
 )
 
@@ -160,7 +161,7 @@ func (n *Node) dial(ctx context.Context, id peer.ID, rec *dht.Record) (network.C
 	pctx, pcancel := context.WithTimeout(n.ctx, punchBudget)
 	if !n.goOwned(func() {
 		defer pcancel()
-		c, tr, err := n.punchSvc.PunchTraced(pctx, ri.ID, id, rec.Addrs)
+		c, tr, err := n.punchSvc.PunchTraced(pctx, ri.ID, id, rec.Addrs, punchNAT(rec.NAT))
 		r := result{kind: "punch", c: c, err: err, took: time.Since(start), answered: tr.Answered, tr: tr}
 		if err == nil {
 			r.p = relay.PathOf(c)
@@ -238,10 +239,41 @@ func (n *Node) relayedBecause(head time.Duration, peerNAT dht.NATInfo) error {
 	return fmt.Errorf("%w: dialed after a head start of %v", ErrPunchPending, head.Round(time.Millisecond))
 }
 
+// natInfoNow is what the node knows of its NAT: the survey's verdict,
+// with the UDP mapping its DHT servers observed while the survey has none
+// (a node that just started, or one that does not publish).
 func (n *Node) natInfoNow() dht.NATInfo {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.natInfo
+	info := n.natInfo
+	n.mu.Unlock()
+	if info.Mapping == dht.BehaviorUnknown && n.observed != nil {
+		switch n.observed.UDPMapping() {
+		case probe.EndpointIndependent:
+			info.Mapping = dht.EndpointIndependent
+		case probe.AddressAndPortDependent:
+			info.Mapping = dht.AddressAndPortDependent
+		}
+	}
+	return info
+}
+
+// ownPunchNAT is what the node tells the peers it punches to of its NAT.
+func (n *Node) ownPunchNAT() relay.PunchNAT {
+	info := n.natInfoNow()
+	if info.Reachability == dht.ReachabilityPublic {
+		return relay.PunchNAT{Known: true}
+	}
+	return punchNAT(info)
+}
+
+// punchNAT is what a punch needs of a NAT's behaviour. Unknown filtering
+// counts as strict: a spray costs packets, a missed connection more.
+func punchNAT(info dht.NATInfo) relay.PunchNAT {
+	return relay.PunchNAT{
+		Known:     info.Mapping != dht.BehaviorUnknown,
+		Dependent: info.Mapping == dht.AddressAndPortDependent || info.Mapping == dht.AddressDependent,
+		Strict:    info.Filtering != dht.EndpointIndependent && info.Filtering != dht.AddressDependent,
+	}
 }
 
 func relayIf(ok bool, id peer.ID) peer.ID {
@@ -280,9 +312,7 @@ func (n *Node) punchRelay(rec *dht.Record) (peer.AddrInfo, bool) {
 // else punchHead round trips to the relay (as measured by identify and
 // pings, if known).
 func (n *Node) punchHead(relayID peer.ID, peerNAT dht.NATInfo) time.Duration {
-	n.mu.Lock()
-	own := n.natInfo
-	n.mu.Unlock()
+	own := n.natInfoNow()
 	// Behind an endpoint-dependent mapping, a peer is reached by a punch
 	// only when this side maps endpoint-independently and filters
 	// loosely: too seldom to make the relay wait.

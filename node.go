@@ -25,7 +25,6 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
 	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
-	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
@@ -60,6 +59,7 @@ type Node struct {
 	observed  *nat.Observed    // the addresses peers see us at
 	punch     *relay.HolePunch // DCUtR
 	punchSvc  *relay.PunchService
+	quic      relay.SharedQUIC
 	metrics   *metrics          // nil without a registerer
 	keepers   []*portmap.Keeper // port mappings, in auto mode
 	tcp       *keepalive.Transport
@@ -193,7 +193,8 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	n.punchSvc = relay.NewPunchService(n.h, s.scope, n.punchAddrs, s.log, relay.WithPunchObserver(n.metrics.punch))
+	n.punchSvc = relay.NewPunchService(n.h, s.scope, n.punchAddrs, s.log, relay.WithPunchObserver(n.metrics.punch),
+		relay.WithPunchNAT(n.ownPunchNAT), relay.WithSharedUDP(n.quic.PacketConn))
 	n.punchSvc.SetPunching(!s.noHolePunch)
 
 	dmode := dht.ModeAuto
@@ -285,7 +286,8 @@ func (n *Node) hostOptions(key crypto.PrivKey) []libp2p.Option {
 	opts := []libp2p.Option{
 		libp2p.Identity(key),
 		libp2p.ListenAddrs(listen...),
-		libp2p.Transport(libp2pquic.NewTransport),
+		// QUIC, whose socket a spray punch's probes leave from.
+		n.quic.Transport(),
 		// TCP with kernel keep-alive under our control, and yamux without a
 		// keep-alive of its own: see package nat/keepalive.
 		libp2p.Transport(keepalive.Constructor(func(t *keepalive.Transport) { n.tcp = t }, keepalive.WithLogger(s.log))),

@@ -150,7 +150,11 @@ func (n *Node) upgrade(p peer.ID, u *upgrading) {
 			return // direct: its Connected event is on its way
 		}
 		ctx, cancel := context.WithTimeout(n.ctx, punchBudget)
-		_, err := n.punchSvc.Punch(ctx, relay.RelayOf(c.RemoteMultiaddr()), p, n.knownDirect(p))
+		var peerNAT relay.PunchNAT
+		if res, err := n.d.Lookup(ctx, p); err == nil { // cached: Connect looked it up
+			peerNAT = punchNAT(res.Record.NAT)
+		}
+		_, _, err := n.punchSvc.PunchTraced(ctx, relay.RelayOf(c.RemoteMultiaddr()), p, n.knownDirect(p), peerNAT)
 		cancel()
 		if err == nil {
 			return // the connectedness event reports it

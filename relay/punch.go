@@ -2,8 +2,10 @@ package relay
 
 import (
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -119,10 +121,15 @@ type PunchService struct {
 	log     *logging.ZapEventLogger
 	observe func(role string, status PunchStatus)
 
+	nat        func() PunchNAT
+	sharedUDP  func(*net.UDPAddr) (net.PacketConn, error)
+	sprayPorts [2]int // lowest and highest port a spray probes
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	dials  chan struct{} // semaphore of dials back
+	sprays chan struct{} // semaphore of sprays and catches
 
 	mu      sync.Mutex
 	relay   bool                      // guarded by mu
@@ -130,13 +137,28 @@ type PunchService struct {
 	closed  bool                      // guarded by mu
 	total   *rate.Limiter             // guarded by mu
 	perPeer map[peer.ID]*rate.Limiter // guarded by mu
+
+	forwarders int                               // guarded by mu
+	forwarded  map[netip.AddrPort]netip.AddrPort // forwarder's inner address: the prober; guarded by mu
+	probes     uint64                            // spray probes sent; guarded by mu
 }
 
-// NewPunchService starts serving PunchProtocol on h. addrs returns the
-// addresses to announce (as for NewHolePunch); sc decides which of a
-// peer's addresses may be dialed besides LAN ones.
 // PunchOption configures a PunchService.
 type PunchOption func(*PunchService)
+
+// WithPunchNAT has the service tell peers what nat returns of the host's
+// NAT; with WithSharedUDP too, it takes part in spray punches.
+func WithPunchNAT(nat func() PunchNAT) PunchOption {
+	return func(s *PunchService) { s.nat = nat }
+}
+
+// WithSharedUDP gives the service a way to send and receive non-QUIC
+// packets on the host's QUIC socket bound to an address, as
+// quicreuse.ConnManager.SharedNonQUICPacketConn does: a spray punch's
+// probes go out from that socket.
+func WithSharedUDP(shared func(laddr *net.UDPAddr) (net.PacketConn, error)) PunchOption {
+	return func(s *PunchService) { s.sharedUDP = shared }
+}
 
 // WithPunchObserver has observe called with the status of every request
 // the service forwarded (role "relay") or took (role "target"), for
@@ -145,6 +167,9 @@ func WithPunchObserver(observe func(role string, status PunchStatus)) PunchOptio
 	return func(s *PunchService) { s.observe = observe }
 }
 
+// NewPunchService starts serving PunchProtocol on h. addrs returns the
+// addresses to announce (as for NewHolePunch); sc decides which of a
+// peer's addresses may be dialed besides LAN ones.
 func NewPunchService(h host.Host, sc scope.Scope, addrs func() []ma.Multiaddr, log *logging.ZapEventLogger, opts ...PunchOption) *PunchService {
 	if log == nil {
 		log = logging.Logger("rendezvous/relay")
@@ -154,10 +179,13 @@ func NewPunchService(h host.Host, sc scope.Scope, addrs func() []ma.Multiaddr, l
 	s := &PunchService{
 		h: h, scope: sc, addrs: addrs, limits: l, log: log,
 		ctx: ctx, cancel: cancel,
-		dials:   make(chan struct{}, maxPunchDials),
-		total:   rate.NewLimiter(l.Total, l.TotalBurst),
-		perPeer: map[peer.ID]*rate.Limiter{},
-		observe: func(string, PunchStatus) {},
+		dials:     make(chan struct{}, maxPunchDials),
+		sprays:    make(chan struct{}, 1),
+		forwarded: map[netip.AddrPort]netip.AddrPort{},
+		nat:       func() PunchNAT { return PunchNAT{} },
+		total:     rate.NewLimiter(l.Total, l.TotalBurst),
+		perPeer:   map[peer.ID]*rate.Limiter{},
+		observe:   func(string, PunchStatus) {},
 	}
 	for _, o := range opts {
 		o(s)
@@ -232,19 +260,25 @@ func (s *PunchService) handle(st network.Stream) {
 	}
 }
 
-func reply(st network.Stream, status PunchStatus, addrs []ma.Multiaddr) {
-	if len(addrs) > maxPunchAddrs {
-		addrs = addrs[:maxPunchAddrs]
+func reply(st network.Stream, m punchMsg) {
+	m.Type = msgAnswer
+	if len(m.Addrs) > maxPunchAddrs {
+		m.Addrs = m.Addrs[:maxPunchAddrs]
 	}
-	if err := writePunchMsg(st, punchMsg{Type: msgAnswer, Status: status, Addrs: addrs}); err != nil {
+	if err := writePunchMsg(st, m); err != nil {
 		st.Reset()
 	}
 }
 
-// replyAs answers st, and tells the observer what role answered how.
-func (s *PunchService) replyAs(st network.Stream, role string, status PunchStatus, addrs []ma.Multiaddr) {
-	s.observe(role, status)
-	reply(st, status, addrs)
+// replyAs answers st with status alone, and tells the observer what role
+// answered how.
+func (s *PunchService) replyAs(st network.Stream, role string, status PunchStatus) {
+	s.replyWith(st, role, punchMsg{Status: status})
+}
+
+func (s *PunchService) replyWith(st network.Stream, role string, m punchMsg) {
+	s.observe(role, m.Status)
+	reply(st, m)
 }
 
 // allow applies the relay's limits to a request from p.
@@ -270,37 +304,38 @@ func (s *PunchService) forward(st network.Stream, m punchMsg) {
 	s.mu.Unlock()
 	switch {
 	case !on || st.Conn().Stat().Limited || IsRelayed(st.Conn().RemoteMultiaddr()):
-		s.replyAs(st, "relay", PunchRefused, nil)
+		s.replyAs(st, "relay", PunchRefused)
 		return
 	case !s.allow(from):
-		s.replyAs(st, "relay", PunchRateLimited, nil)
+		s.replyAs(st, "relay", PunchRateLimited)
 		return
 	case m.Peer == "" || m.Peer == from || !directlyConnected(s.h, m.Peer):
-		s.replyAs(st, "relay", PunchUnknownPeer, nil)
+		s.replyAs(st, "relay", PunchUnknownPeer)
 		return
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, punchStreamTimeout)
 	defer cancel()
 	ts, err := s.h.NewStream(network.WithNoDial(ctx, "punch forward"), m.Peer, PunchProtocol)
 	if err != nil {
-		s.replyAs(st, "relay", PunchUnknownPeer, nil)
+		s.replyAs(st, "relay", PunchUnknownPeer)
 		return
 	}
 	defer ts.Close()
 	ts.SetDeadline(time.Now().Add(punchStreamTimeout))
-	fwd := punchMsg{Type: msgForward, Peer: from, Observed: st.Conn().RemoteMultiaddr(), Addrs: m.Addrs}
+	fwd := punchMsg{Type: msgForward, NAT: m.NAT, Token: m.Token, Peer: from, Observed: st.Conn().RemoteMultiaddr(), Addrs: m.Addrs}
 	if err := writePunchMsg(ts, fwd); err != nil {
 		ts.Reset()
-		s.replyAs(st, "relay", PunchNoAnswer, nil)
+		s.replyAs(st, "relay", PunchNoAnswer)
 		return
 	}
 	ans, err := readPunchMsg(ts)
 	if err != nil || ans.Type != msgAnswer {
 		ts.Reset()
-		s.replyAs(st, "relay", PunchNoAnswer, nil)
+		s.replyAs(st, "relay", PunchNoAnswer)
 		return
 	}
-	s.replyAs(st, "relay", ans.Status, ans.Addrs)
+	s.replyWith(st, "relay", punchMsg{Status: ans.Status, NAT: ans.NAT, Token: ans.Token,
+		Observed: ts.Conn().RemoteMultiaddr(), Addrs: ans.Addrs})
 }
 
 // directlyConnected tells whether h has a direct connection to p.
@@ -320,21 +355,32 @@ func (s *PunchService) answer(st network.Stream, m punchMsg) {
 	off := s.noPunch
 	s.mu.Unlock()
 	if off || st.Conn().Stat().Limited || IsRelayed(st.Conn().RemoteMultiaddr()) || m.Peer == "" || m.Peer == s.h.ID() {
-		s.replyAs(st, "target", PunchRefused, nil)
+		s.replyAs(st, "target", PunchRefused)
 		return
 	}
 	targets := dialable(s.scope, m.Observed, m.Addrs)
 	if len(targets) == 0 {
-		s.replyAs(st, "target", PunchRefused, nil)
+		s.replyAs(st, "target", PunchRefused)
 		return
 	}
 	select {
 	case s.dials <- struct{}{}:
 	default:
-		s.replyAs(st, "target", PunchRateLimited, nil)
+		s.replyAs(st, "target", PunchRateLimited)
 		return
 	}
-	s.replyAs(st, "target", PunchOK, punchable(s.scope, s.addrs()))
+	own := s.ownNAT()
+	switch {
+	case catches(own, m.NAT) && m.NAT.Sprays:
+		// The hellos leave before the answer: the initiator sprays
+		// once it has the answer.
+		s.startCatch(m.Token, s.sprayTargets(targets))
+	case sprays(own, m.NAT):
+		if ip, ok := ipOf(m.Observed); ok && ip.Is4() {
+			s.startSpray(m.Token, m.Peer, ip)
+		}
+	}
+	s.replyWith(st, "target", punchMsg{Status: PunchOK, NAT: own, Token: m.Token, Addrs: punchable(s.scope, s.addrs())})
 	if !s.goOwned(func() {
 		defer func() { <-s.dials }()
 		ctx, cancel := context.WithTimeout(s.ctx, punchDialTimeout)
@@ -344,6 +390,73 @@ func (s *PunchService) answer(st network.Stream, m punchMsg) {
 	}) {
 		<-s.dials
 	}
+}
+
+// ownNAT is what the host tells peers of its NAT.
+func (s *PunchService) ownNAT() PunchNAT {
+	n := s.nat()
+	_, quic := quicListenAddr(s.h)
+	n.Sprays = n.Known && quic && (n.Dependent || s.sharedUDP != nil)
+	return n
+}
+
+// catches tells whether a side that knows own of its NAT, punching to one
+// behind peer, opens a spray punch's many sockets; sprays whether it sends
+// the probes. Only an endpoint-dependent mapping facing a strict filter
+// needs it: other pairs an ordinary punch opens.
+// A record does not say whether its peer sprays: an initiator assumes it
+// does.
+func catches(own, peer PunchNAT) bool {
+	return own.Sprays && own.Known && peer.Known && own.Dependent && !peer.Dependent && peer.Strict
+}
+
+func sprays(own, peer PunchNAT) bool { return peer.Sprays && catches(peer, own) }
+
+// startCatch opens a catcher's sockets toward dsts, unless another spray
+// punch runs.
+func (s *PunchService) startCatch(token [8]byte, dsts []netip.AddrPort) {
+	if len(dsts) == 0 {
+		return
+	}
+	select {
+	case s.sprays <- struct{}{}:
+	default:
+		return
+	}
+	if err := s.catch(token, dsts, func() { <-s.sprays }); err != nil {
+		s.log.Debugw("punch: spray catch", "error", err)
+	}
+}
+
+// startSpray sprays ip and dials p there, on the service's goroutines.
+func (s *PunchService) startSpray(token [8]byte, p peer.ID, ip netip.Addr) {
+	s.goOwned(func() {
+		ctx, cancel := context.WithTimeout(s.ctx, punchDialTimeout)
+		defer cancel()
+		err := s.trySpray(ctx, token, p, ip)
+		s.log.Debugw("punch: sprayed", "peer", p, "ip", ip, "error", err)
+	})
+}
+
+// errSprayBusy: another spray punch runs.
+var errSprayBusy = errors.New("relay: another spray punch runs")
+
+// trySpray sprays ip and dials p, unless another spray punch runs.
+func (s *PunchService) trySpray(ctx context.Context, token [8]byte, p peer.ID, ip netip.Addr) error {
+	select {
+	case s.sprays <- struct{}{}:
+	default:
+		return errSprayBusy
+	}
+	defer func() { <-s.sprays }()
+	return s.sprayDial(ctx, token, p, ip)
+}
+
+// SprayProbes is how many spray probes the service sent.
+func (s *PunchService) SprayProbes() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.probes
 }
 
 // dialable keeps the initiator's addresses a target may dial: those at the
@@ -400,7 +513,7 @@ var ErrPunchFailed = errors.New("relay: hole punch failed")
 // came, or an error: a *PunchError when the relay or the target refused,
 // ErrPunchFailed (wrapping ctx's error) when nothing came in time.
 func (s *PunchService) Punch(ctx context.Context, relayID, target peer.ID, known []ma.Multiaddr) (network.Conn, error) {
-	c, _, err := s.PunchTraced(ctx, relayID, target, known)
+	c, _, err := s.PunchTraced(ctx, relayID, target, known, PunchNAT{})
 	return c, err
 }
 
@@ -412,10 +525,17 @@ type PunchTrace struct {
 	// Known are the addresses dialed from the start; Answered the ones
 	// the target answered with.
 	Known, Addrs []ma.Multiaddr
+	// Spray is the side's part in a spray punch: "catch", "spray" or
+	// empty.
+	Spray string
+	// SprayErr is why the spray made no connection, if it did not.
+	SprayErr error
 }
 
-// PunchTraced is Punch, and tells how the punch went.
-func (s *PunchService) PunchTraced(ctx context.Context, relayID, target peer.ID, known []ma.Multiaddr) (_ network.Conn, tr PunchTrace, _ error) {
+// PunchTraced is Punch, and tells how the punch went. nat is what the
+// target's record says of its NAT: with it, a pair an ordinary punch
+// cannot open is spray-punched (spray.go).
+func (s *PunchService) PunchTraced(ctx context.Context, relayID, target peer.ID, known []ma.Multiaddr, nat PunchNAT) (_ network.Conn, tr PunchTrace, _ error) {
 	start := time.Now()
 	s.mu.Lock()
 	off := s.noPunch
@@ -435,6 +555,15 @@ func (s *PunchService) PunchTraced(ctx context.Context, relayID, target peer.ID,
 	}
 	known = punchable(s.scope, known)
 	tr.Known = known
+	me := s.ownNAT()
+	var token [8]byte
+	crand.Read(token[:])
+	if catches(me, nat) {
+		// The hellos leave before the request: the target sprays once
+		// it has it.
+		tr.Spray = "catch"
+		s.startCatch(token, s.sprayTargets(known))
+	}
 	dial := func(addrs []ma.Multiaddr) {
 		if len(addrs) == 0 {
 			return
@@ -448,7 +577,7 @@ func (s *PunchService) PunchTraced(ctx context.Context, relayID, target peer.ID,
 		return nil, tr, fmt.Errorf("relay: hole punch through %s: %w", relayID, err)
 	}
 	st.SetDeadline(time.Now().Add(punchStreamTimeout))
-	if err := writePunchMsg(st, punchMsg{Type: msgRequest, Peer: target, Addrs: own}); err != nil {
+	if err := writePunchMsg(st, punchMsg{Type: msgRequest, NAT: me, Token: token, Peer: target, Addrs: own}); err != nil {
 		st.Reset()
 		return nil, tr, fmt.Errorf("relay: hole punch through %s: %w", relayID, err)
 	}
@@ -474,7 +603,19 @@ func (s *PunchService) PunchTraced(ctx context.Context, relayID, target peer.ID,
 		}
 	}
 	dial(fresh)
+	var sprayErr chan error
+	if ip, ok := ipOf(ans.Observed); ok && ip.Is4() && sprays(me, ans.NAT) {
+		tr.Spray = "spray"
+		sprayErr = make(chan error, 1)
+		wg.Go(func() { sprayErr <- s.trySpray(ctx, token, target, ip) })
+	}
 	c, err := WaitDirect(ctx, s.h, target)
+	if sprayErr != nil {
+		select {
+		case tr.SprayErr = <-sprayErr:
+		default:
+		}
+	}
 	if err != nil {
 		return nil, tr, fmt.Errorf("%w: %w", ErrPunchFailed, err)
 	}

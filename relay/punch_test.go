@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
@@ -135,7 +140,8 @@ func TestDialable(t *testing.T) {
 
 func TestPunchWire(t *testing.T) {
 	id := testID(t)
-	m := punchMsg{Type: msgForward, Peer: id, Observed: ma.StringCast("/ip4/1.2.3.4/udp/4001/quic-v1"),
+	m := punchMsg{Type: msgForward, NAT: PunchNAT{Known: true, Dependent: true, Sprays: true}, Token: [8]byte{1, 2, 3, 4, 5, 6, 7, 8},
+		Peer: id, Observed: ma.StringCast("/ip4/1.2.3.4/udp/4001/quic-v1"),
 		Addrs: []ma.Multiaddr{ma.StringCast("/ip4/192.168.1.20/tcp/4001"), ma.StringCast("/ip6/::1/udp/1/quic-v1")}}
 	b, err := m.encode()
 	if err != nil {
@@ -145,7 +151,7 @@ func TestPunchWire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Type != m.Type || got.Peer != m.Peer || !got.Observed.Equal(m.Observed) || len(got.Addrs) != 2 || !got.Addrs[1].Equal(m.Addrs[1]) {
+	if got.Type != m.Type || got.NAT != m.NAT || got.Token != m.Token || got.Peer != m.Peer || !got.Observed.Equal(m.Observed) || len(got.Addrs) != 2 || !got.Addrs[1].Equal(m.Addrs[1]) {
 		t.Fatalf("round trip: %+v", got)
 	}
 	// Every truncation is refused, and so is a byte more.
@@ -156,6 +162,11 @@ func TestPunchWire(t *testing.T) {
 	}
 	if _, err := parsePunchMsg(append(b[2:], 0)); !errors.Is(err, errMalformed) {
 		t.Errorf("trailing byte: %v", err)
+	}
+	bad := bytes.Clone(b[2:])
+	bad[2] = 0x10 // an unknown NAT flag
+	if _, err := parsePunchMsg(bad); !errors.Is(err, errMalformed) {
+		t.Errorf("unknown NAT flag: %v", err)
 	}
 	too := m
 	too.Addrs = make([]ma.Multiaddr, maxPunchAddrs+1)
@@ -170,7 +181,8 @@ func TestPunchWire(t *testing.T) {
 func FuzzPunchMsg(f *testing.F) {
 	id, _ := peer.Decode("12D3KooWGieGVbRfiLBt6RkfEGnqazHevw5sdKDjh2xDQsXdMEhD")
 	for _, m := range []punchMsg{
-		{Type: msgRequest, Peer: id, Addrs: []ma.Multiaddr{ma.StringCast("/ip4/1.2.3.4/udp/4001/quic-v1")}},
+		{Type: msgRequest, NAT: PunchNAT{Known: true, Strict: true, Sprays: true}, Token: [8]byte{9, 9, 9}, Peer: id,
+			Addrs: []ma.Multiaddr{ma.StringCast("/ip4/1.2.3.4/udp/4001/quic-v1")}},
 		{Type: msgForward, Peer: id, Observed: ma.StringCast("/ip4/1.2.3.4/tcp/4001")},
 		{Type: msgAnswer, Status: PunchRateLimited},
 	} {
@@ -200,4 +212,144 @@ func FuzzPunchMsg(f *testing.F) {
 			t.Fatalf("re-encoded %x, parsed %x", out[2:], b)
 		}
 	})
+}
+
+func FuzzSprayPacket(f *testing.F) {
+	token := [8]byte{1, 2, 3, 4, 5, 6, 7, 8}
+	for _, k := range []byte{sprayHello, sprayProbe, sprayAnswer} {
+		f.Add(sprayPacket(k, token))
+	}
+	f.Add([]byte{0x40, 1, 2})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		kind, ok := parseSprayPacket(b, token)
+		if !ok {
+			return
+		}
+		if !bytes.Equal(sprayPacket(kind, token), b) {
+			t.Fatalf("accepted %x", b)
+		}
+		// QUIC hands it over as a non-QUIC packet.
+		if b[0]&0xc0 != 0 {
+			t.Fatalf("first byte %#x looks like QUIC", b[0])
+		}
+	})
+}
+
+// portGater refuses every connection whose remote port is port.
+type portGater struct{ port int }
+
+func (g portGater) refuses(a ma.Multiaddr) bool {
+	if len(a) < 2 {
+		return false
+	}
+	na, err := manet.ToNetAddr(a[:2])
+	if err != nil {
+		return false
+	}
+	u, ok := na.(*net.UDPAddr)
+	return ok && u.Port == g.port
+}
+func (g portGater) InterceptPeerDial(peer.ID) bool { return true }
+func (g portGater) InterceptAddrDial(_ peer.ID, a ma.Multiaddr) bool {
+	return !g.refuses(a)
+}
+func (g portGater) InterceptAccept(c network.ConnMultiaddrs) bool {
+	return !g.refuses(c.RemoteMultiaddr())
+}
+func (g portGater) InterceptSecured(_ network.Direction, _ peer.ID, c network.ConnMultiaddrs) bool {
+	return !g.refuses(c.RemoteMultiaddr())
+}
+func (g portGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
+
+// localPortRange is the kernel's range of ports for sockets bound to
+// port 0.
+func localPortRange(t *testing.T) [2]int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return [2]int{minSprayPort, maxSprayPort}
+	}
+	var r [2]int
+	if _, err := fmt.Sscan(string(b), &r[0], &r[1]); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestSprayPunch: A says its mapping is endpoint-dependent and B's record
+// says B filters strictly, so A opens its sockets and B sprays. B refuses
+// every connection from or to A's QUIC socket, so that only the spray can
+// connect them: B's connection goes to one of A's spray sockets, and A's
+// comes from the forwarder that socket became.
+func TestSprayPunch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, rs := newPunchHost(t)
+	rs.SetRelay(true)
+	var aq, bq SharedQUIC
+	ah, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/0.0.0.0/udp/0/quic-v1"), libp2p.DisableMetrics(), aq.Transport())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ah.Close()
+	aListen, ok := quicListenAddr(ah)
+	if !ok {
+		t.Fatal("A has no QUIC listener")
+	}
+	bh, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/0.0.0.0/udp/0/quic-v1"), libp2p.DisableMetrics(), bq.Transport(),
+		libp2p.ConnectionGater(portGater{port: int(aListen.Port())}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bh.Close()
+	loopAddrs := func(h host.Host) func() []ma.Multiaddr {
+		return func() []ma.Multiaddr {
+			var out []ma.Multiaddr
+			for _, a := range h.Addrs() {
+				if manet.IsIPLoopback(a) {
+					out = append(out, a)
+				}
+			}
+			return out
+		}
+	}
+	dependent := PunchNAT{Known: true, Dependent: true, Strict: true}
+	strict := PunchNAT{Known: true, Strict: true}
+	as := NewPunchService(ah, loop, loopAddrs(ah), nil, WithPunchNAT(func() PunchNAT { return dependent }), WithSharedUDP(aq.PacketConn))
+	defer as.Close()
+	bs := NewPunchService(bh, loop, loopAddrs(bh), nil, WithPunchNAT(func() PunchNAT { return strict }), WithSharedUDP(bq.PacketConn))
+	bs.sprayPorts = localPortRange(t) // where A's sockets are: a sure hit
+	defer bs.Close()
+	connectHosts(t, ctx, ah, r)
+	connectHosts(t, ctx, bh, r)
+
+	c, tr, err := as.PunchTraced(ctx, r.ID(), bh.ID(), loopAddrs(bh)(), strict)
+	if err != nil {
+		t.Fatalf("punch: %v (trace %+v)", err, tr)
+	}
+	if tr.Spray != "catch" {
+		t.Fatalf("A's part %q, want catch", tr.Spray)
+	}
+	real, ok := as.Forwarded(c.RemoteMultiaddr())
+	if !ok {
+		t.Fatalf("A's connection from %s did not come through a forwarder (B listens on %v; trace %+v; B probes %d)", c.RemoteMultiaddr(), bh.Network().ListenAddresses(), tr, bs.SprayProbes())
+	}
+	if p := bs.SprayProbes(); p == 0 || p > sprayProbes {
+		t.Fatalf("B sent %d probes", p)
+	}
+	var bc network.Conn
+	for _, x := range bh.Network().ConnsToPeer(ah.ID()) {
+		bc = x
+	}
+	if bc == nil {
+		t.Fatal("B has no connection to A")
+	}
+	na, _ := manet.ToNetAddr(bc.RemoteMultiaddr()[:2])
+	if port := na.(*net.UDPAddr).Port; port == int(aListen.Port()) {
+		t.Fatalf("B reached A's QUIC socket %s, not a spray socket", bc.RemoteMultiaddr())
+	}
+	t.Logf("B sent %d probes; B reaches A at %s, A sees B at %s through %s", bs.SprayProbes(), bc.RemoteMultiaddr(), real, c.RemoteMultiaddr())
+	// The connection carries streams both ways.
+	if _, err := ah.NewStream(ctx, bh.ID(), PunchProtocol); err != nil {
+		t.Fatal(err)
+	}
 }

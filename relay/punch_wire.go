@@ -15,11 +15,20 @@ import (
 //
 //	type      1 byte: 1 request, 2 forward, 3 answer
 //	status    1 byte: 0 in requests and forwards; an answer's PunchStatus
+//	nat       1 byte: what the sender knows of its NAT (PunchNAT): bit 0
+//	          set if it knows its mapping, bit 1 if the mapping is
+//	          endpoint-dependent, bit 2 if it filters by address and port,
+//	          bit 3 if it takes part in spray punches (spray.go); in a
+//	          forward, the initiator's
+//	token     8 bytes: drawn at random by the initiator, carried by the
+//	          forward and echoed by the answer; a spray punch's packets
+//	          carry it
 //	peer      1-byte length, then a peer ID's bytes: a request's target, a
 //	          forward's initiator; empty in answers
 //	observed  1-byte length, then a multiaddr's bytes: in a forward, the
-//	          initiator's address as the relay's connection sees it; empty
-//	          otherwise
+//	          initiator's address as the relay's connection sees it; in
+//	          an answer the relay passes back, the target's; empty in
+//	          requests
 //	count     1 byte, at most maxPunchAddrs, then count times a 1-byte
 //	          length and a multiaddr's bytes: the sender's addresses (a
 //	          request's and a forward's: the initiator's; an answer's: the
@@ -39,9 +48,42 @@ const (
 type punchMsg struct {
 	Type     byte
 	Status   PunchStatus
+	NAT      PunchNAT
+	Token    [8]byte
 	Peer     peer.ID
 	Observed ma.Multiaddr
 	Addrs    []ma.Multiaddr
+}
+
+// PunchNAT is what one side of a punch knows of its NAT. The zero value
+// knows nothing.
+type PunchNAT struct {
+	// Known: the mapping behaviour was measured; Dependent and Strict
+	// mean nothing otherwise.
+	Known bool
+	// Dependent: the NAT maps endpoint-dependently (a port per
+	// destination).
+	Dependent bool
+	// Strict: the NAT filters by address and port (or its filtering is
+	// not known).
+	Strict bool
+	// Sprays: the side takes part in spray punches.
+	Sprays bool
+}
+
+func (n PunchNAT) byte() byte {
+	var b byte
+	for i, f := range []bool{n.Known, n.Dependent, n.Strict, n.Sprays} {
+		if f {
+			b |= 1 << i
+		}
+	}
+	return b
+}
+
+func parsePunchNAT(b byte) (PunchNAT, bool) {
+	n := PunchNAT{Known: b&1 != 0, Dependent: b&2 != 0, Strict: b&4 != 0, Sprays: b&8 != 0}
+	return n, b < 16
 }
 
 // errMalformed wraps every decoding error.
@@ -52,7 +94,8 @@ func (m punchMsg) encode() ([]byte, error) {
 		return nil, fmt.Errorf("relay: %d punch addresses, at most %d", len(m.Addrs), maxPunchAddrs)
 	}
 	b := make([]byte, 2, 64)
-	b = append(b, m.Type, byte(m.Status))
+	b = append(b, m.Type, byte(m.Status), m.NAT.byte())
+	b = append(b, m.Token[:]...)
 	field := func(v []byte) error {
 		if len(v) > 255 {
 			return fmt.Errorf("relay: punch message field of %d bytes", len(v))
@@ -83,14 +126,19 @@ func (m punchMsg) encode() ([]byte, error) {
 // parsePunchMsg decodes a message body (without its length).
 func parsePunchMsg(b []byte) (punchMsg, error) {
 	var m punchMsg
-	if len(b) < 5 {
+	if len(b) < 14 {
 		return m, fmt.Errorf("%w: %d bytes", errMalformed, len(b))
 	}
 	m.Type, m.Status = b[0], PunchStatus(b[1])
 	if m.Type < msgRequest || m.Type > msgAnswer {
 		return m, fmt.Errorf("%w: type %d", errMalformed, m.Type)
 	}
-	b = b[2:]
+	var ok bool
+	if m.NAT, ok = parsePunchNAT(b[2]); !ok {
+		return m, fmt.Errorf("%w: NAT flags %#x", errMalformed, b[2])
+	}
+	m.Token = [8]byte(b[3:11])
+	b = b[11:]
 	field := func() ([]byte, error) {
 		if len(b) < 1 || len(b) < 1+int(b[0]) {
 			return nil, fmt.Errorf("%w: truncated", errMalformed)
