@@ -50,6 +50,9 @@ type Attempt struct {
 	// Known are the peer's addresses from its record a punch dialed from
 	// its start; Answered those the peer answered with.
 	Known, AnsweredAddrs []ma.Multiaddr
+	// Spray is this side's part in a spray punch ("catch": it opened the
+	// sockets; "spray": it sent the probes), empty if there was none.
+	Spray string
 	// Err says why it failed; nil when it made the connection, or was
 	// given up because another one did.
 	Err error
@@ -67,7 +70,7 @@ func (n *Node) Connect(ctx context.Context, id peer.ID) (*Conn, error) {
 		return nil, ErrSelf
 	}
 	if c := relay.BestConn(n.h, id); c != nil {
-		return &Conn{Conn: c, Path: relay.PathOf(c)}, nil
+		return &Conn{Conn: c, Path: n.pathOf(c)}, nil
 	}
 	start := time.Now()
 	res, err := n.d.Lookup(ctx, id)
@@ -114,7 +117,7 @@ func (n *Node) WaitDirect(ctx context.Context, id peer.ID) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := relay.PathOf(c)
+	p := n.pathOf(c)
 	if before != nil && before != c && relay.PathOf(before).Kind == relay.PathRelayed {
 		p.Kind = relay.PathHolePunched
 	}
@@ -162,9 +165,12 @@ func (n *Node) dial(ctx context.Context, id peer.ID, rec *dht.Record) (network.C
 	if !n.goOwned(func() {
 		defer pcancel()
 		c, tr, err := n.punchSvc.PunchTraced(pctx, ri.ID, id, rec.Addrs, punchNAT(rec.NAT))
+		if err != nil && tr.SprayErr != nil {
+			err = fmt.Errorf("%w (spray: %v)", err, tr.SprayErr)
+		}
 		r := result{kind: "punch", c: c, err: err, took: time.Since(start), answered: tr.Answered, tr: tr}
 		if err == nil {
-			r.p = relay.PathOf(c)
+			r.p = n.pathOf(c)
 			r.p.Kind = relay.PathHolePunched
 			r.p.DialTime = r.took
 		}
@@ -203,7 +209,7 @@ func (n *Node) dial(ctx context.Context, id peer.ID, rec *dht.Record) (network.C
 		case r := <-results:
 			pending--
 			attempts = append(attempts, Attempt{Kind: r.kind, Relay: relayIf(r.kind == "punch", ri.ID), Took: r.took, Answered: r.answered, Err: r.err,
-				Known: r.tr.Known, AnsweredAddrs: r.tr.Addrs})
+				Known: r.tr.Known, AnsweredAddrs: r.tr.Addrs, Spray: r.tr.Spray})
 			if r.err == nil {
 				if r.kind == "punch" {
 					r.p.RTT = relay.MeasureRTT(ctx, n.h, id)
@@ -341,4 +347,15 @@ func punchable(a, b dht.NATInfo) bool {
 		return false
 	}
 	return true
+}
+
+// pathOf describes c. A connection a spray punch made comes to this side
+// through a local forwarder: its remote address is the peer's, not the
+// forwarder's.
+func (n *Node) pathOf(c network.Conn) relay.Path {
+	p := relay.PathOf(c)
+	if a, ok := n.punchSvc.Forwarded(c.RemoteMultiaddr()); ok {
+		p.RemoteAddr = a
+	}
+	return p
 }

@@ -59,7 +59,7 @@ func (n *Node) watchPaths(ev network.Connectedness, p peer.ID) {
 		}
 		n.mu.Unlock()
 		if c := relay.BestConn(n.h, p); ok && c != nil && !c.Stat().Limited {
-			path := relay.PathOf(c)
+			path := n.pathOf(c)
 			path.Kind = relay.PathHolePunched
 			n.metrics.upgraded()
 			n.emit(Event{Type: EventPath, PathChange: &PathEvent{Peer: p, Path: path, Attempts: attempts}})

@@ -179,13 +179,14 @@ func NewPunchService(h host.Host, sc scope.Scope, addrs func() []ma.Multiaddr, l
 	s := &PunchService{
 		h: h, scope: sc, addrs: addrs, limits: l, log: log,
 		ctx: ctx, cancel: cancel,
-		dials:     make(chan struct{}, maxPunchDials),
-		sprays:    make(chan struct{}, 1),
-		forwarded: map[netip.AddrPort]netip.AddrPort{},
-		nat:       func() PunchNAT { return PunchNAT{} },
-		total:     rate.NewLimiter(l.Total, l.TotalBurst),
-		perPeer:   map[peer.ID]*rate.Limiter{},
-		observe:   func(string, PunchStatus) {},
+		dials:      make(chan struct{}, maxPunchDials),
+		sprays:     make(chan struct{}, 1),
+		sprayPorts: [2]int{minSprayPort, maxSprayPort},
+		forwarded:  map[netip.AddrPort]netip.AddrPort{},
+		nat:        func() PunchNAT { return PunchNAT{} },
+		total:      rate.NewLimiter(l.Total, l.TotalBurst),
+		perPeer:    map[peer.ID]*rate.Limiter{},
+		observe:    func(string, PunchStatus) {},
 	}
 	for _, o := range opts {
 		o(s)
@@ -370,6 +371,7 @@ func (s *PunchService) answer(st network.Stream, m punchMsg) {
 		return
 	}
 	own := s.ownNAT()
+	s.log.Debugw("punch: forwarded request", "peer", m.Peer, "nat", m.NAT, "own", own)
 	switch {
 	case catches(own, m.NAT) && m.NAT.Sprays:
 		// The hellos leave before the answer: the initiator sprays
@@ -423,6 +425,7 @@ func (s *PunchService) startCatch(token [8]byte, dsts []netip.AddrPort) {
 	default:
 		return
 	}
+	s.log.Debugw("punch: catching", "dsts", dsts)
 	if err := s.catch(token, dsts, func() { <-s.sprays }); err != nil {
 		s.log.Debugw("punch: spray catch", "error", err)
 	}
@@ -433,8 +436,7 @@ func (s *PunchService) startSpray(token [8]byte, p peer.ID, ip netip.Addr) {
 	s.goOwned(func() {
 		ctx, cancel := context.WithTimeout(s.ctx, punchDialTimeout)
 		defer cancel()
-		err := s.trySpray(ctx, token, p, ip)
-		s.log.Debugw("punch: sprayed", "peer", p, "ip", ip, "error", err)
+		s.trySpray(ctx, token, p, ip)
 	})
 }
 
@@ -449,7 +451,9 @@ func (s *PunchService) trySpray(ctx context.Context, token [8]byte, p peer.ID, i
 		return errSprayBusy
 	}
 	defer func() { <-s.sprays }()
-	return s.sprayDial(ctx, token, p, ip)
+	err := s.sprayDial(ctx, token, p, ip)
+	s.log.Debugw("punch: spray", "peer", p, "ip", ip, "error", err)
+	return err
 }
 
 // SprayProbes is how many spray probes the service sent.
@@ -603,6 +607,7 @@ func (s *PunchService) PunchTraced(ctx context.Context, relayID, target peer.ID,
 		}
 	}
 	dial(fresh)
+	s.log.Debugw("punch: answered", "peer", target, "nat", ans.NAT, "own", me, "observed", ans.Observed)
 	var sprayErr chan error
 	if ip, ok := ipOf(ans.Observed); ok && ip.Is4() && sprays(me, ans.NAT) {
 		tr.Spray = "spray"

@@ -317,6 +317,9 @@ func TestSprayPunch(t *testing.T) {
 	as := NewPunchService(ah, loop, loopAddrs(ah), nil, WithPunchNAT(func() PunchNAT { return dependent }), WithSharedUDP(aq.PacketConn))
 	defer as.Close()
 	bs := NewPunchService(bh, loop, loopAddrs(bh), nil, WithPunchNAT(func() PunchNAT { return strict }), WithSharedUDP(bq.PacketConn))
+	if bs.sprayPorts != [2]int{minSprayPort, maxSprayPort} {
+		t.Fatalf("spray ports %v by default", bs.sprayPorts)
+	}
 	bs.sprayPorts = localPortRange(t) // where A's sockets are: a sure hit
 	defer bs.Close()
 	connectHosts(t, ctx, ah, r)

@@ -71,6 +71,7 @@ type attemptJSON struct {
 	AnsweredMS float64  `json:"answered_ms,omitempty"`
 	Known      []string `json:"known_addrs,omitempty"`
 	Answered   []string `json:"answered_addrs,omitempty"`
+	Spray      string   `json:"spray,omitempty"`
 	Error      string   `json:"error,omitempty"`
 }
 
@@ -192,7 +193,7 @@ func runConnect(ctx context.Context, args []string, stdin io.Reader, stdout io.W
 	}
 	for _, a := range c.Attempts {
 		aj := attemptJSON{Kind: a.Kind, TookMS: ms(a.Took), AnsweredMS: ms(a.Answered),
-			Known: addrStrings(a.Known), Answered: addrStrings(a.AnsweredAddrs)}
+			Known: addrStrings(a.Known), Answered: addrStrings(a.AnsweredAddrs), Spray: a.Spray}
 		if a.Relay != "" {
 			aj.Relay = a.Relay.String()
 		}

@@ -1,0 +1,73 @@
+package matrix
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/p2pos/rendezvous/internal/natlab"
+)
+
+// TestSprayPunch: peers behind a port-restricted router and behind a
+// symmetric router (random ports) connect directly, which only a spray
+// punch can do, whichever side connects: the connection starts on a relay
+// and becomes direct.
+func TestSprayPunch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	bin := buildForLab(t, ctx)
+	lab, err := natlab.New(ctx, natlab.Spec{
+		Routers: []natlab.RouterSpec{{Name: "home", Kind: natlab.PortRestricted}, {Name: "sym", Kind: natlab.Symmetric}},
+		Hosts: []natlab.HostSpec{
+			{Name: "server1"}, {Name: "server2"},
+			{Name: "alice", Router: "home"}, {Name: "bob", Router: "sym"},
+			{Name: "carol", Router: "home"}, {Name: "dave", Router: "sym"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	boot := strings.Join(startServers(t, ctx, lab, bin, "server1", "server2"), ",")
+	cfg := Config{Binary: bin}
+	for _, pair := range []struct{ from, to, kind string }{{"alice", "bob", "symmetric"}, {"dave", "carol", "port-restricted"}} {
+		t.Run(pair.from+"-to-"+pair.to, func(t *testing.T) {
+			target := startTarget(ctx, lab, cfg, pair.kind, append([]string{"--json", "--nat-timeouts", "2s", "--tcp-holds", "none"}, labArgs...), boot, lab.Host(pair.to))
+			if target.err != nil {
+				t.Fatal(target.err)
+			}
+			defer target.proc.Stop(5 * time.Second)
+			p, err := lab.Host(pair.from).Start(ctx, bin, append([]string{"connect", "--json", "--mode", "private", "--bootstrap", boot,
+				"--timeout", "20s", "--direct-wait", "20s", "--wait-stdin", target.id}, labArgs...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Stop(5 * time.Second)
+			// The connecting side learns its own mapping from what the
+			// DHT servers observe, before it connects.
+			var joined struct {
+				Joined bool `json:"joined"`
+			}
+			if err := p.NextJSON(ctx, &joined); err != nil || !joined.Joined {
+				t.Fatalf("join: %v: %s", err, p.Stderr())
+			}
+			if err := p.WriteLine("go"); err != nil {
+				t.Fatal(err)
+			}
+			var cl struct {
+				Path       string  `json:"path"`
+				FirstPath  string  `json:"first_path"`
+				DirectMS   float64 `json:"direct_ms"`
+				RemoteAddr string  `json:"remote_addr"`
+			}
+			if err := p.NextJSON(ctx, &cl); err != nil {
+				t.Fatalf("connect: %v: %s\ntarget: %s", err, p.Stderr(), target.proc.Stderr())
+			}
+			t.Logf("%s reached %s: %+v", pair.from, pair.to, cl)
+			if cl.Path != "hole-punched" {
+				t.Errorf("path %s, want hole-punched\n%s: %s\n%s: %s", cl.Path, pair.from, p.Stderr(), pair.to, target.proc.Stderr())
+			}
+		})
+	}
+}
