@@ -180,7 +180,9 @@ func FuzzValidate(f *testing.F) {
 // FuzzDecodePayload fuzzes the payload decoder directly: OpenRecord reaches
 // it only through a valid signature, which a fuzzer cannot forge.
 func FuzzDecodePayload(f *testing.F) {
-	for _, r := range []*Record{testRecord(f), {Issued: testNow, Expires: testNow.Add(time.Second)}} {
+	offer := &Record{Issued: testNow, Expires: testNow.Add(time.Hour), NAT: NATInfo{Reachability: ReachabilityPublic},
+		DataRelay: DataRelay{Duration: time.Hour, Data: 64 << 20, Circuits: 16}}
+	for _, r := range []*Record{testRecord(f), {Issued: testNow, Expires: testNow.Add(time.Second)}, offer} {
 		b, err := encodePayload(r)
 		if err != nil {
 			f.Fatal(err)

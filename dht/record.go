@@ -13,9 +13,13 @@ import (
 
 // Limits and defaults of address records.
 const (
-	// RecordVersion is the version of the payload wire format written by
-	// Seal and the only one OpenRecord accepts.
+	// RecordVersion is the version of the payload wire format Seal writes
+	// for a record that offers no data relay, and the lowest OpenRecord
+	// accepts.
 	RecordVersion = 1
+	// RecordVersionDataRelay is the version Seal writes for a record that
+	// offers a data relay: version 1 and the offer's caps after it.
+	RecordVersionDataRelay = 2
 
 	// MaxRecordSize is the largest accepted sealed record, in bytes of the
 	// whole marshalled envelope (public key, payload and signature).
@@ -176,6 +180,51 @@ type Record struct {
 	RelayAddrs []ma.Multiaddr
 	// NAT describes the NAT in front of the peer.
 	NAT NATInfo
+	// DataRelay is what the peer offers as a volunteer data relay; the
+	// zero value offers none. Only a public peer may offer one.
+	DataRelay DataRelay
+}
+
+// DataRelay is what a public peer offers as a volunteer data relay:
+// relayed connections that carry application traffic, not only the
+// setup of a direct one, within the peer's caps. The relay enforces them
+// and closes a relayed connection that reaches one. The zero value offers
+// none.
+type DataRelay struct {
+	// Duration bounds one relayed connection: whole seconds, from 1 s to
+	// 24 h.
+	Duration time.Duration
+	// Data bounds the bytes one relayed connection carries each way: whole
+	// KiB, at least 1 KiB, at most 1 TiB.
+	Data int64
+	// Circuits bounds the relayed connections to one peer at once, from 1
+	// to 1024.
+	Circuits int
+}
+
+// IsZero tells whether d offers nothing.
+func (d DataRelay) IsZero() bool { return d == DataRelay{} }
+
+// Bounds of a DataRelay offer.
+const (
+	maxRelayDuration = 24 * time.Hour
+	maxRelayData     = 1 << 40
+	maxRelayCircuits = 1024
+)
+
+func (d DataRelay) check() error {
+	if d.IsZero() {
+		return nil
+	}
+	switch {
+	case d.Duration < time.Second || d.Duration > maxRelayDuration || d.Duration%time.Second != 0:
+		return fmt.Errorf("%w: data relay duration %s out of range", ErrMalformed, d.Duration)
+	case d.Data < 1024 || d.Data > maxRelayData || d.Data%1024 != 0:
+		return fmt.Errorf("%w: data relay data %d out of range", ErrMalformed, d.Data)
+	case d.Circuits < 1 || d.Circuits > maxRelayCircuits:
+		return fmt.Errorf("%w: data relay circuits %d out of range", ErrMalformed, d.Circuits)
+	}
+	return nil
 }
 
 // Seal signs r with key and returns the marshalled envelope, ready to store
@@ -284,6 +333,9 @@ func (r *Record) String() string {
 		r.PeerID, r.Seq,
 		r.Issued.UTC().Format(time.RFC3339), r.Expires.UTC().Format(time.RFC3339), r.NAT)
 	fmt.Fprintf(&b, " addrs %v relays %v", r.Addrs, r.RelayAddrs)
+	if d := r.DataRelay; !d.IsZero() {
+		fmt.Fprintf(&b, " data relay (%s, %d bytes, %d circuits)", d.Duration, d.Data, d.Circuits)
+	}
 	return b.String()
 }
 
@@ -307,6 +359,12 @@ func (r *Record) checkShape() error {
 	}
 	if t := r.NAT.UDPTimeout; t < 0 || t > maxUDPTimeout {
 		return fmt.Errorf("%w: UDP timeout %s out of range", ErrMalformed, t)
+	}
+	if err := r.DataRelay.check(); err != nil {
+		return err
+	}
+	if !r.DataRelay.IsZero() && r.NAT.Reachability != ReachabilityPublic {
+		return fmt.Errorf("%w: a data relay offer from a peer that is not public (%s)", ErrMalformed, r.NAT.Reachability)
 	}
 	if n := len(r.Addrs) + len(r.RelayAddrs); n > MaxRecordAddrs {
 		return fmt.Errorf("%w: %d addresses, limit %d", ErrTooManyAddrs, n, MaxRecordAddrs)

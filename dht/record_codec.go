@@ -24,8 +24,9 @@ import (
 // one encoding:
 //
 //	field        size      meaning
-//	version      1         RecordVersion (1); any other value is rejected
-//	                       with ErrUnsupportedVersion
+//	version      1         RecordVersion (1), or RecordVersionDataRelay (2)
+//	                       when the record offers a data relay; any other
+//	                       value is rejected with ErrUnsupportedVersion
 //	seq          uvarint   sequence number
 //	issued       uvarint   issue time, unix seconds, at most 253402300799
 //	expires      uvarint   expiry time, unix seconds, greater than issued
@@ -43,10 +44,18 @@ import (
 //	             nrelay ×  (uvarint length, then that many bytes of a
 //	                       binary multiaddr)
 //
+// and in version 2 only, the data relay offer (DataRelay), which a
+// version 2 record must have and which only a public peer may make:
+//
+//	duration     uvarint   seconds one relayed connection may last, 1-86400
+//	data         uvarint   KiB one relayed connection may carry each way,
+//	                       1-2^30
+//	circuits     uvarint   relayed connections to one peer at once, 1-1024
+//
 // ndirect + nrelay is at most MaxRecordAddrs (else ErrTooManyAddrs).
 // Every multiaddr is non-empty and parses. Direct addresses do not contain
 // /p2p-circuit; relay addresses are <transport>/p2p/<relay>/p2p-circuit.
-// Nothing may follow the last relay address. Any violation other than the
+// Nothing may follow the last field. Any violation other than the
 // version and the address count is ErrMalformed.
 //
 // For example, seq 7, issued 2026-01-01T00:00:00Z, expiring an hour later,
@@ -112,8 +121,13 @@ func encodePayload(r *Record) ([]byte, error) {
 	for _, a := range r.RelayAddrs {
 		size += binary.MaxVarintLen16 + len(a.Bytes())
 	}
+	size += 3 * binary.MaxVarintLen64
 	b := make([]byte, 0, size)
-	b = append(b, RecordVersion)
+	if r.DataRelay.IsZero() {
+		b = append(b, RecordVersion)
+	} else {
+		b = append(b, RecordVersionDataRelay)
+	}
 	b = binary.AppendUvarint(b, r.Seq)
 	b = binary.AppendUvarint(b, uint64(r.Issued.Unix()))
 	b = binary.AppendUvarint(b, uint64(r.Expires.Unix()))
@@ -121,6 +135,11 @@ func encodePayload(r *Record) ([]byte, error) {
 	b = binary.AppendUvarint(b, uint64(r.NAT.UDPTimeout/time.Second))
 	b = appendAddrs(b, r.Addrs)
 	b = appendAddrs(b, r.RelayAddrs)
+	if d := r.DataRelay; !d.IsZero() {
+		b = binary.AppendUvarint(b, uint64(d.Duration/time.Second))
+		b = binary.AppendUvarint(b, uint64(d.Data/1024))
+		b = binary.AppendUvarint(b, uint64(d.Circuits))
+	}
 	return b, nil
 }
 
@@ -139,8 +158,8 @@ func decodePayload(b []byte) (Record, error) {
 	if len(b) == 0 {
 		return Record{}, fmt.Errorf("%w: empty payload", ErrMalformed)
 	}
-	if b[0] != RecordVersion {
-		return Record{}, fmt.Errorf("%w: version %d, want %d", ErrUnsupportedVersion, b[0], RecordVersion)
+	if b[0] != RecordVersion && b[0] != RecordVersionDataRelay {
+		return Record{}, fmt.Errorf("%w: version %d, want %d or %d", ErrUnsupportedVersion, b[0], RecordVersion, RecordVersionDataRelay)
 	}
 	d := decoder{b: b[1:]}
 	var r Record
@@ -161,6 +180,10 @@ func decodePayload(b []byte) (Record, error) {
 		return Record{}, fmt.Errorf("%w: %d addresses, limit %d", ErrTooManyAddrs, ndirect+nrelay, MaxRecordAddrs)
 	}
 	r.RelayAddrs = d.addrs(nrelay, "relay address")
+	var offer [3]uint64
+	if b[0] == RecordVersionDataRelay {
+		offer = [3]uint64{d.uvarint("data relay duration"), d.uvarint("data relay data"), d.uvarint("data relay circuits")}
+	}
 	if d.err != nil {
 		return Record{}, d.err
 	}
@@ -176,6 +199,13 @@ func decodePayload(b []byte) (Record, error) {
 	r.Issued = time.Unix(int64(issued), 0).UTC()
 	r.Expires = time.Unix(int64(expires), 0).UTC()
 	r.NAT.UDPTimeout = time.Duration(udpTimeout) * time.Second
+	if b[0] == RecordVersionDataRelay {
+		if offer[0] == 0 || offer[0] > uint64(maxRelayDuration/time.Second) || offer[1] == 0 || offer[1] > maxRelayData/1024 ||
+			offer[2] == 0 || offer[2] > maxRelayCircuits {
+			return Record{}, fmt.Errorf("%w: data relay offer %v out of range", ErrMalformed, offer)
+		}
+		r.DataRelay = DataRelay{Duration: time.Duration(offer[0]) * time.Second, Data: int64(offer[1]) * 1024, Circuits: int(offer[2])}
+	}
 	if err := r.checkShape(); err != nil {
 		return Record{}, err
 	}

@@ -184,6 +184,8 @@ func recordsEqual(a, b *Record) error {
 		return fmt.Errorf("Expires %s != %s", a.Expires, b.Expires)
 	case a.NAT != b.NAT:
 		return fmt.Errorf("NAT %+v != %+v", a.NAT, b.NAT)
+	case a.DataRelay != b.DataRelay:
+		return fmt.Errorf("DataRelay %+v != %+v", a.DataRelay, b.DataRelay)
 	case !addrsEqual(a.Addrs, b.Addrs):
 		return fmt.Errorf("Addrs %v != %v", a.Addrs, b.Addrs)
 	case !addrsEqual(a.RelayAddrs, b.RelayAddrs):
@@ -244,6 +246,13 @@ func TestSealOpenRoundTrip(t *testing.T) {
 			Issued:  time.Unix(maxUnixSeconds-1, 0),
 			Expires: time.Unix(maxUnixSeconds, 0),
 			NAT:     NATInfo{Reachability: ReachabilityPublic, Mapping: AddressDependent, Filtering: AddressDependent, UDPTimeout: 24 * time.Hour},
+		},
+		"data relay": {
+			Issued:    testNow,
+			Expires:   testNow.Add(time.Hour),
+			NAT:       NATInfo{Reachability: ReachabilityPublic},
+			Addrs:     addrs(t, "/ip4/1.2.3.4/udp/4001/quic-v1"),
+			DataRelay: DataRelay{Duration: time.Hour, Data: 64 << 20, Circuits: 16},
 		},
 		"loopback": {
 			Issued:  testNow,
@@ -411,6 +420,21 @@ func TestSealRejects(t *testing.T) {
 		{"zero expiry", func(r *Record) { r.Expires = time.Time{} }, ErrMalformed},
 		{"after year 9999", func(r *Record) { r.Expires = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) }, ErrMalformed},
 		{"unknown reachability", func(r *Record) { r.NAT.Reachability = 3 }, ErrMalformed},
+		{"data relay from a private peer", func(r *Record) {
+			r.DataRelay = DataRelay{Duration: time.Hour, Data: 1 << 20, Circuits: 1}
+		}, ErrMalformed},
+		{"data relay without circuits", func(r *Record) {
+			r.NAT.Reachability = ReachabilityPublic
+			r.DataRelay = DataRelay{Duration: time.Hour, Data: 1 << 20}
+		}, ErrMalformed},
+		{"data relay of half a KiB", func(r *Record) {
+			r.NAT.Reachability = ReachabilityPublic
+			r.DataRelay = DataRelay{Duration: time.Hour, Data: 512, Circuits: 1}
+		}, ErrMalformed},
+		{"data relay for two days", func(r *Record) {
+			r.NAT.Reachability = ReachabilityPublic
+			r.DataRelay = DataRelay{Duration: 48 * time.Hour, Data: 1 << 20, Circuits: 1}
+		}, ErrMalformed},
 		{"unknown mapping", func(r *Record) { r.NAT.Mapping = 4 }, ErrMalformed},
 		{"unknown filtering", func(r *Record) { r.NAT.Filtering = 255 }, ErrMalformed},
 		{"negative UDP timeout", func(r *Record) { r.NAT.UDPTimeout = -time.Second }, ErrMalformed},
@@ -496,7 +520,8 @@ func TestOpenRecordRejects(t *testing.T) {
 		{"other payload type", sealRaw(t, key, recordDomain, "\x03\x01", validRawPayload(t).bytes()), ErrMalformed},
 		{"empty payload", sealRaw(t, key, recordDomain, recordCodec, nil), ErrMalformed},
 		{"version 0", withPayload(func(p *rawPayload) { p.version = 0 }), ErrUnsupportedVersion},
-		{"version 2", withPayload(func(p *rawPayload) { p.version = 2 }), ErrUnsupportedVersion},
+		{"version 3", withPayload(func(p *rawPayload) { p.version = 3 }), ErrUnsupportedVersion},
+		{"version 2 without an offer", withPayload(func(p *rawPayload) { p.version = 2 }), ErrMalformed},
 		{"17 direct addresses", tooManyAddrs(17, 0), ErrTooManyAddrs},
 		{"255 direct addresses", sealRaw(t, key, recordDomain, recordCodec, func() []byte {
 			p := validRawPayload(t)

@@ -144,7 +144,7 @@ func TestValidatorRejects(t *testing.T) {
 		{"17 addresses", keyA2, sealPayloadWithAddrs(t, keyA, 17), nil, ErrTooManyAddrs},
 		{"unsupported version", keyA2, func() []byte {
 			p := validRawPayload(t)
-			p.version = 2
+			p.version = 3
 			return sealRaw(t, keyA, recordDomain, recordCodec, p.bytes())
 		}(), nil, ErrUnsupportedVersion},
 		{"private address", keyA2, valid(func(r *Record) {
