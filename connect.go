@@ -188,12 +188,21 @@ func (n *Node) dial(ctx context.Context, id peer.ID, rec *dht.Record) (network.C
 	// relayed connection, nor its round-trip measurement.
 	dctx, dcancel := context.WithCancel(ctx)
 	defer dcancel()
+	// A connection the NATs will not let become direct goes through a
+	// data relay, if the peer holds a reservation on one: other relays
+	// cut it after the setup of a direct connection would be done.
+	relays := rec.RelayAddrs
+	if head == 0 {
+		if data := relay.DataRelayAddrs(n.h, relays); len(data) > 0 {
+			relays = data
+		}
+	}
 	startDial := func() {
 		dialing = true
 		pending++
 		go func() {
 			began := time.Since(start)
-			c, p, err := relay.Dial(dctx, n.h, id, nil, rec.RelayAddrs)
+			c, p, err := relay.Dial(dctx, n.h, id, nil, relays)
 			p.DialTime += began // from the end of the lookup, as a punch's
 			results <- result{kind: "dial", c: c, p: p, err: err, took: time.Since(start)}
 		}()
@@ -246,14 +255,14 @@ func (n *Node) relayedBecause(head time.Duration, peerNAT dht.NATInfo) error {
 }
 
 // natInfoNow is what the node knows of its NAT: the survey's verdict,
-// with the UDP mapping its DHT servers observed while the survey has none
+// with the mapping its DHT servers observed while the survey has none
 // (a node that just started, or one that does not publish).
 func (n *Node) natInfoNow() dht.NATInfo {
 	n.mu.Lock()
 	info := n.natInfo
 	n.mu.Unlock()
 	if info.Mapping == dht.BehaviorUnknown && n.observed != nil {
-		switch n.observed.UDPMapping() {
+		switch n.observed.Mapping() {
 		case probe.EndpointIndependent:
 			info.Mapping = dht.EndpointIndependent
 		case probe.AddressAndPortDependent:

@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	circuit "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
 	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
@@ -229,6 +230,9 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 	sopts := []relay.ServiceOption{relay.WithServiceScope(s.scope), relay.WithServiceMetrics(s.registerer)}
 	if s.relayResources != nil {
 		sopts = append(sopts, relay.WithResources(*s.relayResources))
+	}
+	if d := s.dataRelay; !d.IsZero() {
+		sopts = append(sopts, relay.WithDataRelay(circuit.RelayLimit{Duration: d.Duration, Data: d.Data}, d.Circuits))
 	}
 	n.service = relay.NewService(n.h, sopts...)
 	n.keeper = n.d.NewKeepService(nil)
@@ -565,6 +569,9 @@ func (n *Node) recordContent() dht.Content {
 	switch {
 	case r != ReachabilityPrivate:
 		c.Addrs = n.directAddrs()
+		if r == ReachabilityPublic { // the relay service runs
+			c.DataRelay = n.s.dataRelay
+		}
 	case info.Mapping != dht.AddressAndPortDependent && info.Mapping != dht.AddressDependent:
 		// Behind a NAT that maps endpoint-independently, the address
 		// peers observe is the one a hole punch goes to: a peer that

@@ -64,6 +64,7 @@ type settings struct {
 	refreshPeriod     time.Duration
 	refreshSet        bool
 	relayResources    *circuit.Resources
+	dataRelay         dht.DataRelay
 	reservations      int
 	noPortMap         bool
 	noHolePunch       bool
@@ -269,6 +270,27 @@ func WithRoutingTableRefresh(d time.Duration) Option {
 // public. Default relay.DefaultResources().
 func WithRelayResources(r circuit.Resources) Option {
 	return func(s *settings) error { s.relayResources = &r; return nil }
+}
+
+// WithDataRelay volunteers the node, while it is public, as a data relay:
+// its relayed connections carry application traffic within caps (each
+// lasting up to caps.Duration and carrying caps.Data bytes each way, with
+// caps.Circuits to one peer at once), where other relays cut them after 2
+// min and 128 KiB, the setup of a direct connection. The record offers the
+// caps; NATed peers reserve a data relay first, and peers whose NATs cannot
+// be punched through connect through it. It replaces the limits of
+// WithRelayResources. Default: no data relay.
+func WithDataRelay(caps dht.DataRelay) Option {
+	return func(s *settings) error {
+		if caps.IsZero() {
+			return errors.New("rendezvous: WithDataRelay: no caps")
+		}
+		if err := caps.Validate(); err != nil {
+			return fmt.Errorf("rendezvous: WithDataRelay: %w", err)
+		}
+		s.dataRelay = caps
+		return nil
+	}
 }
 
 // WithReservations sets how many relays a private node keeps reservations on.

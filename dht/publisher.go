@@ -20,6 +20,7 @@ type Content struct {
 	Addrs      []ma.Multiaddr
 	RelayAddrs []ma.Multiaddr
 	NAT        NATInfo
+	DataRelay  DataRelay
 }
 
 func (c Content) equal(o Content) bool {
@@ -40,7 +41,7 @@ func (c Content) equal(o Content) bool {
 		}
 		return true
 	}
-	return eq(c.Addrs, o.Addrs) && eq(c.RelayAddrs, o.RelayAddrs) && c.NAT == o.NAT
+	return eq(c.Addrs, o.Addrs) && eq(c.RelayAddrs, o.RelayAddrs) && c.NAT == o.NAT && c.DataRelay == o.DataRelay
 }
 
 // PublishEvent reports one publish attempt of a Publisher.
@@ -184,7 +185,7 @@ func (p *Publisher) run(ctx context.Context) {
 		last, refused := p.last, p.refused
 		p.mu.Unlock()
 		now := p.d.s.now()
-		if !forced && last != nil && c.equal(Content{last.Addrs, last.RelayAddrs, last.NAT}) &&
+		if !forced && last != nil && c.equal(Content{last.Addrs, last.RelayAddrs, last.NAT, last.DataRelay}) &&
 			now.Before(halfLife(last)) {
 			if len(refused) > 0 && handRetries < keepRetries {
 				// The record is current, but not every keeper took it.
@@ -254,6 +255,7 @@ func (p *Publisher) publishOnce(ctx context.Context, c Content) (*Record, Publis
 		Addrs:      c.Addrs,
 		RelayAddrs: c.RelayAddrs,
 		NAT:        c.NAT,
+		DataRelay:  c.DataRelay,
 	}
 	// A record that would be too big loses direct addresses first (the
 	// relays are a NATed node's only way in), then relay addresses.

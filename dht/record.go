@@ -212,6 +212,9 @@ const (
 	maxRelayCircuits = 1024
 )
 
+// Validate tells whether d is a valid offer (or none), as Seal checks it.
+func (d DataRelay) Validate() error { return d.check() }
+
 func (d DataRelay) check() error {
 	if d.IsZero() {
 		return nil

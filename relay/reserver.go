@@ -319,11 +319,18 @@ func (r *Reserver) maintain(ctx context.Context) time.Duration {
 // with, from the start of a reservation until it is dropped.
 const ProtectTag = "rendezvous-relay"
 
-// pick returns the best candidate relay: connected and speaking the hop
-// protocol first, lowest latency first.
+// pick returns the best candidate relay among those speaking the hop
+// protocol: a data relay first while none is held (so that relayed
+// connections that cannot become direct last), then the lowest latency.
 func (r *Reserver) pick(now time.Time) peer.ID {
 	cands := r.candidates()
 	r.mu.Lock()
+	wantData := true
+	for id := range r.held {
+		if IsDataRelay(r.h, id) {
+			wantData = false
+		}
+	}
 	for id, until := range r.backoff {
 		if !now.Before(until) {
 			delete(r.backoff, id)
@@ -339,6 +346,7 @@ func (r *Reserver) pick(now time.Time) peer.ID {
 	r.mu.Unlock()
 	var best peer.ID
 	var bestLat time.Duration
+	bestData := false
 	for _, id := range usable {
 		if ok, _ := r.h.Peerstore().SupportsProtocols(id, proto.ProtoIDv2Hop); len(ok) == 0 {
 			continue
@@ -350,8 +358,9 @@ func (r *Reserver) pick(now time.Time) peer.ID {
 		if lat == 0 {
 			lat = time.Hour
 		}
-		if best == "" || lat < bestLat {
-			best, bestLat = id, lat
+		data := wantData && IsDataRelay(r.h, id)
+		if best == "" || (data && !bestData) || (data == bestData && lat < bestLat) {
+			best, bestLat, bestData = id, lat, data
 		}
 	}
 	return best

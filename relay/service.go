@@ -32,6 +32,7 @@ func DefaultResources() circuit.Resources {
 
 type serviceSettings struct {
 	resources circuit.Resources
+	dataRelay bool
 	scope     scope.Scope
 	tracer    circuit.MetricsTracer
 }
@@ -105,12 +106,27 @@ func (s *Service) SetEnabled(on bool) error {
 			return fmt.Errorf("relay: start service: %w", err)
 		}
 		s.relay = r
+		if s.s.dataRelay {
+			s.h.SetStreamHandler(DataRelayProtocol, closeStream)
+		}
 	case !on && s.relay != nil:
+		s.h.RemoveStreamHandler(DataRelayProtocol)
 		err := s.relay.Close()
 		s.relay = nil
 		return err
 	}
 	return nil
+}
+
+// DataRelay tells whether the service serves as a data relay, and with
+// which limits: while it is enabled and was made one with WithDataRelay.
+func (s *Service) DataRelay() (circuit.RelayLimit, int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.relay == nil || !s.s.dataRelay {
+		return circuit.RelayLimit{}, 0, false
+	}
+	return *s.s.resources.Limit, s.s.resources.MaxCircuits, true
 }
 
 // Enabled reports whether the service is serving.
@@ -128,6 +144,7 @@ func (s *Service) Close() error {
 	if s.relay == nil {
 		return nil
 	}
+	s.h.RemoveStreamHandler(DataRelayProtocol)
 	err := s.relay.Close()
 	s.relay = nil
 	return err
