@@ -234,19 +234,19 @@ func (o *Observed) Addrs(min int) []ObservedAddr {
 	return out
 }
 
-// UDPMapping tells how the NAT maps the host's UDP (QUIC) sockets, as far
-// as its peers' observations show: EndpointIndependent when two observers
-// at different IP addresses saw one socket at the same address,
-// AddressAndPortDependent when they saw it at different ones, and
-// BehaviorUnknown before two observers spoke for one socket. It is known
-// after a few connections, long before a NAT survey ends.
-func (o *Observed) UDPMapping() probe.Behavior {
+// Mapping tells how the NAT maps the host's sockets, as far as its peers'
+// observations show: EndpointIndependent when two observers at different
+// IP addresses saw one socket (QUIC's, or TCP's listening one, which
+// libp2p dials from too) at the same address, AddressAndPortDependent
+// when they saw it at different ones, and BehaviorUnknown before two
+// observers spoke for one socket. It is known after a few connections,
+// long before a NAT survey ends.
+func (o *Observed) Mapping() probe.Behavior {
 	type seen struct{ observer, addr string }
 	o.mu.Lock()
 	bySocket := map[string][]seen{}
 	for _, ob := range o.conns {
-		if ob.local == "" || ob.addr[1].Code() != ma.P_UDP ||
-			(!ob.closed.IsZero() && time.Since(ob.closed) >= o.linger) {
+		if ob.local == "" || (!ob.closed.IsZero() && time.Since(ob.closed) >= o.linger) {
 			continue
 		}
 		bySocket[ob.local] = append(bySocket[ob.local], seen{ob.observer, string(ob.addr.Bytes())})

@@ -57,7 +57,7 @@ func TestObserved(t *testing.T) {
 	if !got[0].Addr.Equal(listen) || got[0].Observers != 2 {
 		t.Fatalf("observed %v, want %s seen by 2", got, listen)
 	}
-	if m := o.UDPMapping(); m != probe.EndpointIndependent {
+	if m := o.Mapping(); m != probe.EndpointIndependent {
 		t.Fatalf("UDP mapping %v, want endpoint-independent: two observers saw one address", m)
 	}
 	select { // what was signalled before is known
@@ -95,35 +95,40 @@ type fakeConn struct {
 	n int
 }
 
-// TestObservedUDPMapping: one socket seen at two ports by two observers
+// TestObservedMapping: one socket seen at two ports by two observers
 // is mapped dependently; one observer, or one observer twice, says
 // nothing.
-func TestObservedUDPMapping(t *testing.T) {
+func TestObservedMapping(t *testing.T) {
 	o := &Observed{conns: map[network.Conn]observation{}, linger: time.Minute}
 	sock := string(ma.StringCast("/ip4/0.0.0.0/udp/4001/quic-v1").Bytes())
 	put := func(n int, observer, addr string) {
 		o.conns[fakeConn{n: n}] = observation{observer: observer, addr: ma.StringCast(addr), local: sock}
 	}
 	put(1, "198.51.100.1", "/ip4/203.0.113.7/udp/40001/quic-v1")
-	if m := o.UDPMapping(); m != probe.BehaviorUnknown {
+	if m := o.Mapping(); m != probe.BehaviorUnknown {
 		t.Fatalf("one observer: %v", m)
 	}
 	put(2, "198.51.100.1", "/ip4/203.0.113.7/udp/40002/quic-v1")
-	if m := o.UDPMapping(); m != probe.BehaviorUnknown {
+	if m := o.Mapping(); m != probe.BehaviorUnknown {
 		t.Fatalf("one observer twice: %v", m)
 	}
 	put(3, "198.51.100.2", "/ip4/203.0.113.7/udp/40001/quic-v1")
-	if m := o.UDPMapping(); m != probe.AddressAndPortDependent {
+	if m := o.Mapping(); m != probe.AddressAndPortDependent {
 		t.Fatalf("two ports for one socket: %v", m)
 	}
 	delete(o.conns, fakeConn{n: 2})
-	if m := o.UDPMapping(); m != probe.EndpointIndependent {
+	if m := o.Mapping(); m != probe.EndpointIndependent {
 		t.Fatalf("two observers, one address: %v", m)
 	}
-	// TCP observations do not speak for UDP.
-	o.conns[fakeConn{n: 4}] = observation{observer: "198.51.100.3", addr: ma.StringCast("/ip4/203.0.113.7/tcp/1"), local: sock}
-	if m := o.UDPMapping(); m != probe.EndpointIndependent {
+	// Observations of another socket speak for that socket only.
+	tcp := string(ma.StringCast("/ip4/0.0.0.0/tcp/4001").Bytes())
+	o.conns[fakeConn{n: 4}] = observation{observer: "198.51.100.3", addr: ma.StringCast("/ip4/203.0.113.7/tcp/1"), local: tcp}
+	if m := o.Mapping(); m != probe.EndpointIndependent {
 		t.Fatalf("with a TCP observation: %v", m)
+	}
+	o.conns[fakeConn{n: 5}] = observation{observer: "198.51.100.1", addr: ma.StringCast("/ip4/203.0.113.7/tcp/2"), local: tcp}
+	if m := o.Mapping(); m != probe.AddressAndPortDependent {
+		t.Fatalf("two ports for the TCP socket: %v", m)
 	}
 }
 
