@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/p2pos/rendezvous"
+	"github.com/p2pos/rendezvous/dht"
 	"github.com/p2pos/rendezvous/scope"
 )
 
@@ -124,6 +126,7 @@ type nodeFlags struct {
 	tcpHolds     string
 	verbose      bool
 	noHolePunch  bool
+	dataRelay    string
 }
 
 // register adds the node flags to fs; mode is the default of --mode.
@@ -138,6 +141,7 @@ func (nf *nodeFlags) register(fs *flag.FlagSet, mode string) {
 	fs.BoolVar(&nf.noHolePunch, "no-hole-punch", false, "do not punch holes: reach NATed peers through their relays, and be reached only\nthrough yours")
 	fs.StringVar(&nf.natTimeouts, "nat-timeouts", "", "in auto mode behind a NAT, the idle `DURATIONS` (comma-separated) tried when\nmeasuring the NAT's UDP binding timeout (default 10s up to 7.5m, each 20% above the last)")
 	fs.StringVar(&nf.tcpHolds, "tcp-holds", "", "when not public, the idle `DURATIONS` (comma-separated) a relay's hold server holds\nTCP connections for, to prove how long the router keeps an idle TCP mapping;\n\"none\" skips it (default 2m,4m,8m,15m,30m,60m,120m)")
+	fs.StringVar(&nf.dataRelay, "data-relay", "", "while public, volunteer as a data relay with these `CAPS`: the longest a relayed\nconnection lasts, the most it carries each way, and how many one peer may have\nat once, for example 1h,64MiB,16")
 	fs.BoolVar(&nf.verbose, "v", false, "log what the node does (debug level) to stderr")
 }
 
@@ -198,6 +202,13 @@ func (nf *nodeFlags) options(needBootstrap bool) ([]rendezvous.Option, error) {
 	if nf.noHolePunch {
 		opts = append(opts, rendezvous.WithoutHolePunching())
 	}
+	if nf.dataRelay != "" {
+		caps, err := parseDataRelay(nf.dataRelay)
+		if err != nil {
+			return nil, usageErrorf("--data-relay: %v", err)
+		}
+		opts = append(opts, rendezvous.WithDataRelay(caps))
+	}
 	if list := splitList(nf.natTimeouts); len(list) > 0 {
 		var ds []time.Duration
 		for _, v := range list {
@@ -235,6 +246,39 @@ func (nf *nodeFlags) options(needBootstrap bool) ([]rendezvous.Option, error) {
 		return nil, usageErrorf("--mode: want auto, public or private, not %q", nf.mode)
 	}
 	return append(opts, rendezvous.WithReachability(r)), nil
+}
+
+// parseDataRelay parses "DURATION,SIZE,CIRCUITS", SIZE in bytes with an
+// optional KiB, MiB or GiB suffix.
+func parseDataRelay(s string) (dht.DataRelay, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) != 3 {
+		return dht.DataRelay{}, fmt.Errorf("want DURATION,SIZE,CIRCUITS, not %q", s)
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(parts[0]))
+	if err != nil {
+		return dht.DataRelay{}, fmt.Errorf("duration: %w", err)
+	}
+	size := strings.TrimSpace(parts[1])
+	mult := int64(1)
+	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if strings.HasSuffix(size, suffix) {
+			size, mult = strings.TrimSuffix(size, suffix), m
+		}
+	}
+	n, err := strconv.ParseInt(size, 10, 64)
+	if err != nil || n <= 0 || n > (1<<40)/mult {
+		return dht.DataRelay{}, fmt.Errorf("bad size %q", parts[1])
+	}
+	c, err := strconv.Atoi(strings.TrimSpace(parts[2]))
+	if err != nil {
+		return dht.DataRelay{}, fmt.Errorf("bad circuit count %q", parts[2])
+	}
+	caps := dht.DataRelay{Duration: d, Data: n * mult, Circuits: c}
+	if err := caps.Validate(); err != nil {
+		return dht.DataRelay{}, err
+	}
+	return caps, nil
 }
 
 // scope returns the address scope the node runs in, as --public-ranges says.

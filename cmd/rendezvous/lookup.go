@@ -123,6 +123,10 @@ func printRecord(w io.Writer, res dht.LookupResult) error {
 	t.row("NAT", r.NAT.String())
 	t.row("direct", addrStrings(r.Addrs)...)
 	t.row("via relay", addrStrings(r.RelayAddrs)...)
+	if d := r.DataRelay; !d.IsZero() {
+		t.row("data relay", fmt.Sprintf("offers relayed connections of up to %s and %s each way, %d per peer",
+			d.Duration, fmtBytes(d.Data), d.Circuits))
+	}
 	t.row("lookup", fmt.Sprintf("%s, %s, %s (%s sent, %s received)",
 		fmtMS(res.Duration), plural(int(res.Stats.RPCs), "RPC"), fmtBytes(res.Stats.Bytes()),
 		fmtBytes(res.Stats.BytesSent), fmtBytes(res.Stats.BytesReceived)))

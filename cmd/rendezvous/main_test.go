@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/p2pos/rendezvous"
+	"github.com/p2pos/rendezvous/dht"
 	"github.com/p2pos/rendezvous/internal/testnet"
 	"github.com/p2pos/rendezvous/relay"
 )
@@ -472,4 +473,16 @@ func randomID(t *testing.T) peer.ID {
 		t.Fatal(err)
 	}
 	return id
+}
+
+func TestParseDataRelay(t *testing.T) {
+	caps, err := parseDataRelay("1h,64MiB,16")
+	if err != nil || caps != (dht.DataRelay{Duration: time.Hour, Data: 64 << 20, Circuits: 16}) {
+		t.Fatalf("parseDataRelay = %+v, %v", caps, err)
+	}
+	for _, bad := range []string{"", "1h,64MiB", "1h,64MiB,0", "0s,1MiB,1", "1h,100,1", "1h,-1KiB,1", "48h,1MiB,1", "1h,xMiB,1"} {
+		if _, err := parseDataRelay(bad); err == nil {
+			t.Errorf("parseDataRelay(%q) accepted", bad)
+		}
+	}
 }

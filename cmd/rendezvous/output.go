@@ -137,6 +137,14 @@ type recordJSON struct {
 	Addrs      []string  `json:"addrs"`
 	RelayAddrs []string  `json:"relay_addrs"`
 	NAT        natJSON   `json:"nat"`
+	// DataRelay is the peer's offer as a data relay, if it makes one.
+	DataRelay *dataRelayJSON `json:"data_relay,omitempty"`
+}
+
+type dataRelayJSON struct {
+	DurationS float64 `json:"duration_s"`
+	Bytes     int64   `json:"bytes"`
+	Circuits  int     `json:"circuits"`
 }
 
 func recordOf(r *dht.Record) recordJSON {
@@ -148,7 +156,15 @@ func recordOf(r *dht.Record) recordJSON {
 		Addrs:      addrStrings(r.Addrs),
 		RelayAddrs: addrStrings(r.RelayAddrs),
 		NAT:        natInfo(r.NAT),
+		DataRelay:  dataRelayOf(r.DataRelay),
 	}
+}
+
+func dataRelayOf(d dht.DataRelay) *dataRelayJSON {
+	if d.IsZero() {
+		return nil
+	}
+	return &dataRelayJSON{DurationS: d.Duration.Seconds(), Bytes: d.Data, Circuits: d.Circuits}
 }
 
 // plural returns "1 relay", "2 relays", "2 addresses", "2 replies".
