@@ -40,10 +40,22 @@
 //	{"event":"connected"|"disconnected","peer":...,"remote_addr":...}
 //	{"event":"stopped"}
 //
-// With --dial ADDR it is instead a one-shot dialer: it connects to ADDR (a
-// /p2p-circuit address, say), pings the peer once over the connection,
-// relayed or not, prints {"event":"dialed","ok":...,"path":...} and exits
-// (status 1 when it failed).
+// With --dial ADDRS it is instead a one-shot dialer: a host with go-libp2p's
+// defaults plus EnableHolePunching (listening on --listen when given, else
+// on an ephemeral QUIC port) connects to the peer at ADDRS (one or more
+// addresses of the same peer, /p2p-circuit addresses say, as an application
+// would have exchanged them out of band), pings it once over the
+// connection, relayed or not, prints
+//
+//	{"event":"dialed","ok":...,"path":...,"dial_ms":...,"rtt_ms":...}
+//
+// and exits (status 1 when it failed). With --direct-wait D and a relayed
+// first connection it then waits until D after the dial began for a
+// connection that is not limited (one DCUtR punched) and reports when it
+// came (direct_ms, path "hole-punched", first_path "relayed"), and whether
+// each side had the DCUtR protocol: go-libp2p registers it only once the host
+// has a public address, so in a network whose internet is a private range
+// neither side has it and no punch starts.
 package main
 
 import (
@@ -67,6 +79,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
@@ -91,8 +104,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	bootstrap := fs.String("bootstrap", "", "DHT bootstrap peers and static relays: comma-separated /.../p2p/<id> `ADDRS`")
 	forcePrivate := fs.Bool("force-private", false, "tell the host it is behind a NAT instead of asking AutoNAT v1 (for labs)")
 	every := fs.Duration("status-every", 10*time.Second, "print a status line every `DURATION`")
-	dial := fs.String("dial", "", "one-shot: connect to `ADDR` (ending in /p2p/<id>), ping once, print the outcome and exit")
-	timeout := fs.Duration("timeout", 30*time.Second, "with --dial: give up after `DURATION`")
+	dial := fs.String("dial", "", "one-shot: connect to the peer at `ADDRS` (comma-separated, each ending in /p2p/<id>), ping once, print the outcome and exit")
+	timeout := fs.Duration("timeout", 30*time.Second, "with --dial: give up on the connection and ping after `DURATION`")
+	directWait := fs.Duration("direct-wait", 0, "with --dial: when the connection is relayed, wait until `DURATION` after the dial began for a direct one")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -101,7 +115,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	out := &printer{w: stdout}
 	if *dial != "" {
-		return dialOnce(ctx, out, *dial, *timeout)
+		dialListen := []string{"/ip4/0.0.0.0/udp/0/quic-v1"}
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "listen" {
+				dialListen = splitList(*listen)
+			}
+		})
+		return dialOnce(ctx, out, dialConfig{addrs: *dial, listen: dialListen, timeout: *timeout, directWait: *directWait})
 	}
 	if *every <= 0 {
 		return errors.New("--status-every must be positive")
@@ -274,48 +294,103 @@ func isCircuit(a ma.Multiaddr) bool {
 	return err == nil
 }
 
-// dialLine is the outcome of --dial.
+// dialLine is the outcome of --dial. Times are from the start of the dial.
 type dialLine struct {
-	Event      string  `json:"event"`
-	OK         bool    `json:"ok"`
-	PeerID     string  `json:"peer_id"`
-	Path       string  `json:"path,omitempty"` // "direct" or "relayed"
+	Event  string `json:"event"`
+	OK     bool   `json:"ok"`
+	PeerID string `json:"peer_id"`
+	// Path is "direct", "relayed", or "hole-punched" when a relayed
+	// connection (FirstPath) was followed by a direct one within
+	// --direct-wait.
+	Path       string  `json:"path,omitempty"`
+	FirstPath  string  `json:"first_path,omitempty"`
 	RemoteAddr string  `json:"remote_addr,omitempty"`
+	DialMS     float64 `json:"dial_ms,omitempty"`
 	RTTMS      float64 `json:"rtt_ms,omitempty"`
-	Error      string  `json:"error,omitempty"`
+	DirectMS   float64 `json:"direct_ms,omitempty"`
+	// PeerDCUtR and OwnDCUtR tell whether the peer advertised the DCUtR
+	// protocol and whether this host had registered it, when the dialer
+	// was done.
+	PeerDCUtR bool `json:"peer_dcutr"`
+	OwnDCUtR  bool `json:"own_dcutr"`
+	// Peers is how many peers the host was connected to when done: the
+	// target and the relays it dialed.
+	Peers int    `json:"peers"`
+	Error string `json:"error,omitempty"`
 }
 
-// dialOnce connects to addr from a throwaway host with go-libp2p's
-// defaults and pings the peer once.
-func dialOnce(ctx context.Context, out *printer, addr string, timeout time.Duration) error {
-	ai, err := peer.AddrInfoFromString(addr)
+// dialConfig is what --dial does.
+type dialConfig struct {
+	addrs      string   // of one peer, comma-separated
+	listen     []string // the dialing host's listen addresses
+	timeout    time.Duration
+	directWait time.Duration
+}
+
+// dialOnce connects to a peer from a throwaway host with go-libp2p's
+// defaults and hole punching, pings the peer once, and with a direct wait
+// waits for a direct connection if the first was relayed.
+func dialOnce(ctx context.Context, out *printer, cfg dialConfig) error {
+	infos, err := parsePeers(cfg.addrs)
 	if err != nil {
 		return fmt.Errorf("--dial: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	if len(infos) != 1 {
+		return fmt.Errorf("--dial: addresses of %d peers, want one", len(infos))
+	}
+	ai := infos[0]
 	res := dialLine{Event: "dialed", PeerID: ai.ID.String()}
 	err = func() error {
-		h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/0.0.0.0/udp/0/quic-v1"))
+		h, err := libp2p.New(libp2p.ListenAddrStrings(cfg.listen...), libp2p.EnableHolePunching())
 		if err != nil {
 			return err
 		}
 		defer h.Close()
-		if err := h.Connect(ctx, *ai); err != nil {
+		defer func() {
+			res.OwnDCUtR = slices.Contains(h.Mux().Protocols(), holepunch.Protocol)
+			ps, _ := h.Peerstore().SupportsProtocols(ai.ID, holepunch.Protocol)
+			res.PeerDCUtR = len(ps) > 0
+			res.Peers = len(h.Network().Peers())
+		}()
+		// Signalled when a connection to the peer that is not limited
+		// appears, whoever opened it.
+		type directConn struct {
+			c  network.Conn
+			at time.Time
+		}
+		direct := make(chan directConn, 1)
+		h.Network().Notify(&network.NotifyBundle{
+			ConnectedF: func(_ network.Network, c network.Conn) {
+				if c.RemotePeer() != ai.ID || c.Stat().Limited || isCircuit(c.RemoteMultiaddr()) {
+					return
+				}
+				select {
+				case direct <- directConn{c, time.Now()}:
+				default:
+				}
+			},
+		})
+
+		start := time.Now()
+		dctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+		defer cancel()
+		if err := h.Connect(dctx, ai); err != nil {
 			return err
 		}
+		res.DialMS = msSince(start)
 		conns := h.Network().ConnsToPeer(ai.ID)
 		if len(conns) == 0 {
 			return errors.New("connected, then the connection closed")
 		}
+		relayed := conns[0].Stat().Limited || isCircuit(conns[0].RemoteMultiaddr())
 		res.Path = "direct"
-		if conns[0].Stat().Limited || isCircuit(conns[0].RemoteMultiaddr()) {
+		if relayed {
 			res.Path = "relayed"
 		}
 		res.RemoteAddr = conns[0].RemoteMultiaddr().String()
-		pctx, pcancel := context.WithCancel(network.WithAllowLimitedConn(ctx, "ping"))
-		defer pcancel()
+		pctx, pcancel := context.WithCancel(network.WithAllowLimitedConn(dctx, "ping"))
 		r, ok := <-ping.Ping(pctx, h, ai.ID)
+		pcancel()
 		switch {
 		case !ok:
 			return errors.New("ping: no answer")
@@ -323,6 +398,17 @@ func dialOnce(ctx context.Context, out *printer, addr string, timeout time.Durat
 			return fmt.Errorf("ping: %w", r.Error)
 		}
 		res.RTTMS = float64(r.RTT.Microseconds()) / 1000
+		if !relayed || cfg.directWait <= 0 {
+			return nil
+		}
+		wctx, wcancel := context.WithDeadline(ctx, start.Add(cfg.directWait))
+		defer wcancel()
+		select {
+		case d := <-direct:
+			res.DirectMS = float64(d.at.Sub(start).Microseconds()) / 1000
+			res.FirstPath, res.Path, res.RemoteAddr = "relayed", "hole-punched", d.c.RemoteMultiaddr().String()
+		case <-wctx.Done():
+		}
 		return nil
 	}()
 	if err != nil {
@@ -333,6 +419,8 @@ func dialOnce(ctx context.Context, out *printer, addr string, timeout time.Durat
 	out.write(res)
 	return err
 }
+
+func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }
 
 // printer writes JSON lines; it is safe for concurrent use.
 type printer struct {
