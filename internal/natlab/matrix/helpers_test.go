@@ -28,6 +28,18 @@ func buildForLab(t *testing.T, ctx context.Context) string {
 	return bin
 }
 
+// buildVanillaForLab builds the vanillapeer command; call it after
+// buildForLab.
+func buildVanillaForLab(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	bin, err := natlab.BuildCommand(ctx, filepath.Join(filepath.Dir(file), "..", "..", ".."), "./internal/natlab/cmd/vanillapeer", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
 // startServers runs public nodes on the named hosts, each bootstrapping
 // from the ones before, and returns their bootstrap addresses. They are
 // stopped when the test ends.

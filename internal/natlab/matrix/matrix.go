@@ -10,6 +10,11 @@
 // users would run them. One side, "broken", is a port-restricted router that
 // is cut off from the internet (natlab's blackhole) once its peer has
 // published: its cells must fail, which proves the instrument sees failures.
+//
+// With Config.VanillaBinary set, every cell is also measured for vanilla
+// go-libp2p with defaults (see vanilla.go): a vanilla target on its own host
+// behind its own router of the side's kind, and a vanilla dialer on the
+// same source host, given the target's addresses out of band.
 package matrix
 
 import (
@@ -18,7 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -36,6 +40,9 @@ const Broken = "broken"
 type Config struct {
 	// Binary is the rendezvous command to run.
 	Binary string
+	// VanillaBinary, if set, is the vanillapeer command: each cell is then
+	// measured for vanilla go-libp2p too, after this library's trial.
+	VanillaBinary string
 	// Sides are the sides to pair: Public, router kinds, and Broken.
 	// Default: all of them.
 	Sides []string
@@ -65,8 +72,16 @@ func DefaultSides() []string {
 	return append(out, Broken)
 }
 
+// Implementations a cell measures.
+const (
+	Rendezvous = "rendezvous"
+	Vanilla    = "vanilla"
+)
+
 // Cell is one connection attempt.
 type Cell struct {
+	// Impl is Rendezvous, or Vanilla for stock go-libp2p.
+	Impl      string `json:"impl"`
 	From      string `json:"from"`
 	To        string `json:"to"`
 	Transport string `json:"transport"`
@@ -97,6 +112,9 @@ type Cell struct {
 	// messages' bytes (without transport overhead).
 	LookupRPCs  int64 `json:"lookup_rpcs"`
 	LookupBytes int64 `json:"lookup_bytes"`
+	// PeerDCUtR, for a vanilla cell, tells whether the target advertised
+	// go-libp2p's hole-punch protocol (DCUtR) to the dialer.
+	PeerDCUtR *bool `json:"peer_dcutr,omitempty"`
 }
 
 // Result is a whole matrix.
@@ -158,8 +176,12 @@ func spec(cfg Config) natlab.Spec {
 	for i := range cfg.Servers {
 		s.Hosts = append(s.Hosts, natlab.HostSpec{Name: fmt.Sprintf("server%d", i+1)})
 	}
+	roles := []string{"from", "to"}
+	if cfg.VanillaBinary != "" {
+		roles = append(roles, vanillaRole)
+	}
 	for _, side := range cfg.Sides {
-		for _, role := range []string{"from", "to"} {
+		for _, role := range roles {
 			h := natlab.HostSpec{Name: hostName(side, role)}
 			if side != Public {
 				kind := natlab.Kind(side)
@@ -262,30 +284,45 @@ func runTransport(ctx context.Context, cfg Config, transport string) ([]Cell, er
 	bootArg := strings.Join(boot, ",")
 	cfg.Logf("%s: %d servers up", transport, cfg.Servers)
 
-	// Target peers, one per side, in parallel.
+	// Target peers, one per side (and a vanilla one), in parallel.
 	targets := map[string]*node{}
+	vanillas := map[string]*vanillaTarget{}
+	defer func() {
+		for _, t := range vanillas {
+			t.stop()
+		}
+	}()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, side := range cfg.Sides {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			n := startTarget(ctx, lab, cfg, side, common, bootArg)
 			mu.Lock()
 			targets[side] = n
 			mu.Unlock()
-		}()
+		})
+		if cfg.VanillaBinary != "" {
+			wg.Go(func() {
+				t := startVanillaTarget(ctx, lab, cfg, side, transport, boot)
+				mu.Lock()
+				vanillas[side] = t
+				mu.Unlock()
+			})
+		}
 	}
 	wg.Wait()
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
 	if sideIn(cfg.Sides, Broken) {
-		if err := lab.Router(routerName(Broken, "to")).SetBlackhole(ctx, true); err != nil {
-			return nil, err
+		roles := []string{"to", "from"}
+		if cfg.VanillaBinary != "" {
+			roles = append(roles, vanillaRole)
 		}
-		if err := lab.Router(routerName(Broken, "from")).SetBlackhole(ctx, true); err != nil {
-			return nil, err
+		for _, role := range roles {
+			if err := lab.Router(routerName(Broken, role)).SetBlackhole(ctx, true); err != nil {
+				return nil, err
+			}
 		}
 	}
 	cfg.Logf("%s: targets up", transport)
@@ -299,6 +336,17 @@ func runTransport(ctx context.Context, cfg Config, transport string) ([]Cell, er
 				cfg.Logf("%s %s -> %s #%d: ok=%v path=%s first byte %.0f ms, %d B via public nodes %s",
 					transport, from, to, c.Trial, c.OK, c.Path, c.FirstByteMS, c.PublicBytes, c.Reason)
 				cells = append(cells, c)
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				if cfg.VanillaBinary == "" {
+					continue
+				}
+				v := runVanillaCell(ctx, lab, cfg, transport, from, to, vanillas[to])
+				v.Trial = trial + 1
+				cfg.Logf("%s %s -> %s #%d vanilla: ok=%v path=%s first byte %.0f ms, %d B via public nodes %s",
+					transport, from, to, v.Trial, v.OK, v.Path, v.FirstByteMS, v.PublicBytes, v.Reason)
+				cells = append(cells, v)
 				if ctx.Err() != nil {
 					return nil, ctx.Err()
 				}
@@ -401,7 +449,7 @@ type connectLine struct {
 const directWait = 20 * time.Second
 
 func runCell(ctx context.Context, lab *natlab.Lab, cfg Config, transport, from, to string, target *node, common []string, boot string) Cell {
-	c := Cell{From: from, To: to, Transport: transport}
+	c := Cell{Impl: Rendezvous, From: from, To: to, Transport: transport}
 	if target.err != nil || target.id == "" {
 		c.Reason = fmt.Sprintf("target: %v", target.err)
 		return c
@@ -594,126 +642,4 @@ func (c *counting) stop(ctx context.Context) {
 	for _, h := range c.hosts {
 		h.Command(ctx, "nft", "delete", "table", "ip", countTable).Run()
 	}
-}
-
-// Markdown writes the result as tables, one per transport: rows connect to
-// columns.
-func (r *Result) Markdown() string {
-	var b strings.Builder
-	trials := max(r.Trials, 1)
-	fmt.Fprintf(&b, "Connection matrix: %d public servers, one-way delay %.0f ms, %d trial(s) per pair, %.0f s in all.\n",
-		r.Servers, r.DelayMS, trials, r.Seconds)
-	if trials == 1 {
-		fmt.Fprintf(&b, "Cells: path, time to first byte (lookup + dial + first round trip), bytes through public nodes from the lookup on. "+
-			"D = direct, H = hole-punched, R = relayed, FAIL = no connection.\n")
-	} else {
-		fmt.Fprintf(&b, "Cells: paths taken (D = direct, H = hole-punched, R = relayed, F = failed), median time to first byte "+
-			"(lookup + dial + first round trip), median bytes through public nodes from the lookup on, and how many "+
-			"trials were direct (D or H) within %v.\n", directWait)
-	}
-	byKey := map[string][]Cell{}
-	for _, c := range r.Cells {
-		k := c.Transport + "|" + c.From + "|" + c.To
-		byKey[k] = append(byKey[k], c)
-	}
-	var fails []Cell
-	for _, tr := range r.Transports {
-		fmt.Fprintf(&b, "\n### %s\n\n| from \\ to |", strings.ToUpper(tr))
-		for _, s := range r.Sides {
-			fmt.Fprintf(&b, " %s |", s)
-		}
-		b.WriteString("\n|---|")
-		for range r.Sides {
-			b.WriteString("---|")
-		}
-		b.WriteString("\n")
-		for i, from := range r.Sides {
-			fmt.Fprintf(&b, "| **%s** |", from)
-			for j, to := range r.Sides {
-				if j < i {
-					b.WriteString(" |")
-					continue
-				}
-				cs := byKey[tr+"|"+from+"|"+to]
-				for _, c := range cs {
-					if !c.OK {
-						fails = append(fails, c)
-					}
-				}
-				b.WriteString(" " + cellText(cs, trials) + " |")
-			}
-			b.WriteString("\n")
-		}
-	}
-	if len(fails) > 0 {
-		sort.SliceStable(fails, func(i, j int) bool { return fails[i].Transport < fails[j].Transport })
-		b.WriteString("\nFailures:\n\n| transport | from | to | trial | reason |\n|---|---|---|---:|---|\n")
-		for _, c := range fails {
-			fmt.Fprintf(&b, "| %s | %s | %s | %d | %s |\n", c.Transport, c.From, c.To, c.Trial, strings.ReplaceAll(c.Reason, "|", "/"))
-		}
-	}
-	return b.String()
-}
-
-// cellText sums up a pair's trials.
-func cellText(cs []Cell, trials int) string {
-	if len(cs) == 0 {
-		return "-"
-	}
-	if trials == 1 && len(cs) == 1 {
-		c := cs[0]
-		if !c.OK {
-			return "FAIL"
-		}
-		return fmt.Sprintf("%s %.0f ms %.1f KB", pathLetter(c.Path), c.FirstByteMS, float64(c.PublicBytes)/1000)
-	}
-	counts := map[string]int{}
-	var firsts, bytes []float64
-	direct := 0
-	for _, c := range cs {
-		if !c.OK {
-			counts["F"]++
-			continue
-		}
-		counts[pathLetter(c.Path)]++
-		firsts = append(firsts, c.FirstByteMS)
-		bytes = append(bytes, float64(c.PublicBytes)/1000)
-		if c.DirectMS != nil && *c.DirectMS <= float64(directWait.Milliseconds()) {
-			direct++
-		}
-	}
-	var paths []string
-	for _, l := range []string{"D", "H", "R", "F"} {
-		if counts[l] > 0 {
-			paths = append(paths, fmt.Sprintf("%s%d", l, counts[l]))
-		}
-	}
-	if len(firsts) == 0 {
-		return strings.Join(paths, " ")
-	}
-	return fmt.Sprintf("%s, %.0f ms, %.1f KB, direct %d/%d", strings.Join(paths, " "), median(firsts), median(bytes), direct, len(cs))
-}
-
-// median returns the middle value of xs (the mean of the two middle ones
-// for an even count).
-func median(xs []float64) float64 {
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
-
-func pathLetter(p string) string {
-	switch p {
-	case "direct":
-		return "D"
-	case "hole-punched":
-		return "H"
-	case "relayed":
-		return "R"
-	}
-	return p
 }

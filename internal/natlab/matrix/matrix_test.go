@@ -55,3 +55,59 @@ func TestMatrixSeesSuccessAndFailure(t *testing.T) {
 	}
 	t.Logf("\n%s", md)
 }
+
+// TestMatrixVanilla runs a small matrix with vanilla go-libp2p beside this
+// library (public and a port-restricted router, QUIC only) and checks that
+// every vanilla cell is measured: a public target directly, a NATed one
+// through a relay it reserved on (go-libp2p cannot punch in the lab, whose
+// internet is a private range, but a punch would count too).
+func TestMatrixVanilla(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	bin := buildForLab(t, ctx)
+	van := buildVanillaForLab(t, ctx)
+	res, err := Run(ctx, Config{
+		Binary:        bin,
+		VanillaBinary: van,
+		Sides:         []string{Public, string(natlab.PortRestricted)},
+		Transports:    []string{"quic"},
+		Timeout:       10 * time.Second,
+		Logf:          t.Logf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Cells) != 6 {
+		t.Fatalf("%d cells, want 6", len(res.Cells))
+	}
+	vanilla := 0
+	for _, c := range res.Cells {
+		if c.Impl != Vanilla {
+			continue
+		}
+		vanilla++
+		switch {
+		case !c.OK:
+			t.Errorf("vanilla %s -> %s failed: %s", c.From, c.To, c.Reason)
+		case c.To == Public && c.Path != "direct":
+			t.Errorf("vanilla %s -> public: path %s, want direct", c.From, c.Path)
+		case c.To != Public && c.Path != "relayed" && c.Path != "hole-punched":
+			t.Errorf("vanilla %s -> %s: path %s, want relayed or hole-punched", c.From, c.To, c.Path)
+		case c.To != Public && c.Relay == "":
+			t.Errorf("vanilla %s -> %s: no relay named", c.From, c.To)
+		case c.FirstByteMS <= 0 || c.PeerDCUtR == nil || (c.To != Public && c.PublicBytes <= 0):
+			// A direct connection to a public target need not cross
+			// the public nodes at all.
+			t.Errorf("vanilla %s -> %s: first byte %.1f ms, %d public bytes, DCUtR %v: not measured",
+				c.From, c.To, c.FirstByteMS, c.PublicBytes, c.PeerDCUtR)
+		}
+	}
+	if vanilla != 3 {
+		t.Errorf("%d vanilla cells, want 3", vanilla)
+	}
+	md := res.Markdown()
+	if !strings.Contains(md, "| **public** | D ") || !strings.Contains(md, " · vanilla: D ") || !strings.Contains(md, "Vanilla hole punching:") {
+		t.Errorf("table does not show both implementations:\n%s", md)
+	}
+	t.Logf("\n%s", md)
+}

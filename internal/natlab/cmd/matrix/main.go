@@ -1,9 +1,16 @@
 // Command matrix runs the NAT lab's connection matrix and prints it as
 // Markdown tables (and, with --json FILE, as JSON). It needs root, and
 // nftables, conntrack and miniupnpd; everything it creates lives in network
-// namespaces it removes when done, also on failure or interrupt.
+// namespaces it removes when done, also on failure or interrupt. Run it from
+// the module's root: it builds the commands it runs.
 //
-//	go run ./internal/natlab/cmd/matrix [--transports quic,tcp] [--sides public,symmetric] [--trials 10] [--delay 20ms] [--json out.json]
+// With --vanilla each cell also shows stock go-libp2p with defaults (the
+// vanillapeer command), measured right after this library's trial. It is
+// off by default: vanilla's relayed connections never become direct in the
+// lab, so each such trial waits the whole 20 s direct wait, which about
+// doubles the run time of the full matrix.
+//
+//	go run ./internal/natlab/cmd/matrix [--transports quic,tcp] [--sides public,symmetric] [--trials 10] [--delay 20ms] [--vanilla] [--json out.json]
 package main
 
 import (
@@ -26,6 +33,7 @@ func run(ctx context.Context) error {
 	delay := flag.Duration("delay", 0, "one-way `DELAY` on the internet")
 	timeout := flag.Duration("timeout", 30*time.Second, "bound on one connection attempt")
 	trials := flag.Int("trials", 1, "`N` connections per pair, each from a fresh peer")
+	vanilla := flag.Bool("vanilla", false, "also measure each cell for vanilla go-libp2p with defaults, beside this library")
 	jsonOut := flag.String("json", "", "also write the result as JSON to `FILE`")
 	verbose := flag.Bool("v", false, "report progress on stderr")
 	flag.Parse()
@@ -39,14 +47,21 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var van string
+	if *vanilla {
+		if van, err = labcmd.Build(ctx, dir, "./internal/natlab/cmd/vanillapeer"); err != nil {
+			return err
+		}
+	}
 	cfg := matrix.Config{
-		Binary:     bin,
-		Sides:      strings.Split(*sides, ","),
-		Transports: strings.Split(*transports, ","),
-		Servers:    *servers,
-		Delay:      *delay,
-		Timeout:    *timeout,
-		Trials:     *trials,
+		Binary:        bin,
+		VanillaBinary: van,
+		Sides:         strings.Split(*sides, ","),
+		Transports:    strings.Split(*transports, ","),
+		Servers:       *servers,
+		Delay:         *delay,
+		Timeout:       *timeout,
+		Trials:        *trials,
 	}
 	cfg.Logf = labcmd.Logf(*verbose)
 	res, err := matrix.Run(ctx, cfg)
