@@ -4,10 +4,11 @@
 //
 //   - Service runs the relay (hop) side on a publicly reachable node, with
 //     limits sized for connection setup rather than bulk data, and only while
-//     the node is public.
+//     the node is public; WithDataRelay makes it a volunteer data relay with
+//     the owner's caps, which identify announces (DataRelayProtocol).
 //   - Reserver keeps reservations on a few public peers (two by default),
-//     chosen among candidates the caller supplies (the node's DHT servers), so
-//     no static relay list is needed. It replaces a relay as soon as its
+//     chosen among candidates the caller supplies (the node's DHT servers), a
+//     data relay first, so no static relay list is needed. It replaces a relay as soon as its
 //     connection drops, renews reservations before they expire, and reports
 //     the resulting /p2p-circuit addresses.
 //   - Dial connects to a peer over its direct and relay addresses at once and
@@ -20,7 +21,10 @@
 //     addresses and dials back, while the initiator dials the addresses of
 //     the target's record and of the answer. With endpoint-independent
 //     mappings on one side at least, the two NATs open within about two
-//     round trips through the relay.
+//     round trips through the relay. When one side maps endpoint-dependently
+//     and the other filters strictly, the two spray-punch (spray.go): many
+//     sockets on one side, probes to random ports from the other, the
+//     birthday paradox, bounded to 256 sockets, 1536 probes and 4 s.
 //   - HolePunch runs libp2p's DCUtR on relayed connections, for other libp2p
 //     implementations, announcing the addresses peers observe and the LAN's.
 //
