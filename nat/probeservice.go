@@ -751,7 +751,7 @@ func parseProbeAnswer(b []byte) (probeAnswer, error) {
 // be in any scope, since its address is the one the connection's
 // handshake proved.
 func directIPv4(remote ma.Multiaddr) bool {
-	ip, ok := ipOf(remote)
+	ip, ok := scope.IPOf(remote)
 	return ok && ip.Is4()
 }
 
@@ -768,7 +768,7 @@ func ask(ctx context.Context, h host.Host, p peer.ID, accept func(remote ma.Mult
 	defer st.Close()
 	ra := st.Conn().RemoteMultiaddr()
 	var ok bool
-	if remote, ok = ipOf(ra); !ok || st.Conn().Stat().Limited || !accept(ra) {
+	if remote, ok = scope.IPOf(ra); !ok || st.Conn().Stat().Limited || !accept(ra) {
 		st.Reset()
 		return probeAnswer{}, remote, local, errors.New("nat: probe server not on a direct in-scope connection")
 	}
@@ -788,11 +788,11 @@ func ask(ctx context.Context, h host.Host, p peer.ID, accept func(remote ma.Mult
 // the address is then the one the kernel's routing picks as source towards
 // the peer, which a UDP socket learns by connecting, without sending.
 func localIP(c network.Conn) netip.Addr {
-	local, _ := ipOf(c.LocalMultiaddr())
+	local, _ := scope.IPOf(c.LocalMultiaddr())
 	if !local.IsUnspecified() {
 		return local
 	}
-	remote, ok := ipOf(c.RemoteMultiaddr())
+	remote, ok := scope.IPOf(c.RemoteMultiaddr())
 	if !ok || !remote.Is4() {
 		return local
 	}
@@ -802,19 +802,6 @@ func localIP(c network.Conn) netip.Addr {
 	}
 	defer u.Close()
 	return u.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
-}
-
-// ipOf returns the IP address a multiaddr starts with, unmapped.
-func ipOf(a ma.Multiaddr) (netip.Addr, bool) {
-	if len(a) == 0 {
-		return netip.Addr{}, false
-	}
-	ip, err := manet.ToIP(a)
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	addr, ok := netip.AddrFromSlice(ip)
-	return addr.Unmap(), ok
 }
 
 // ipMultiaddr returns the multiaddr of an IP address alone (nil for an

@@ -378,7 +378,7 @@ func (s *PunchService) answer(st network.Stream, m punchMsg) {
 		// once it has the answer.
 		s.startCatch(m.Token, s.sprayTargets(targets))
 	case sprays(own, m.NAT):
-		if ip, ok := ipOf(m.Observed); ok && ip.Is4() {
+		if ip, ok := scope.IPOf(m.Observed); ok && ip.Is4() {
 			s.startSpray(m.Token, m.Peer, ip)
 		}
 	}
@@ -467,10 +467,10 @@ func (s *PunchService) SprayProbes() uint64 {
 // IP address the relay saw it at, and private (LAN) ones; never more than
 // maxPunchAddrs.
 func dialable(sc scope.Scope, observed ma.Multiaddr, addrs []ma.Multiaddr) []ma.Multiaddr {
-	seen, ok := ipOf(observed)
+	seen, ok := scope.IPOf(observed)
 	var out []ma.Multiaddr
 	for _, a := range punchable(sc, addrs) {
-		ip, aok := ipOf(a)
+		ip, aok := scope.IPOf(a)
 		if !aok {
 			continue
 		}
@@ -482,18 +482,6 @@ func dialable(sc scope.Scope, observed ma.Multiaddr, addrs []ma.Multiaddr) []ma.
 		}
 	}
 	return out
-}
-
-func ipOf(a ma.Multiaddr) (netip.Addr, bool) {
-	if len(a) == 0 {
-		return netip.Addr{}, false
-	}
-	ip, err := manet.ToIP(a)
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	addr, ok := netip.AddrFromSlice(ip)
-	return addr.Unmap(), ok
 }
 
 // punchDial dials p at addrs directly, as one side of a simultaneous open:
@@ -609,7 +597,7 @@ func (s *PunchService) PunchTraced(ctx context.Context, relayID, target peer.ID,
 	dial(fresh)
 	s.log.Debugw("punch: answered", "peer", target, "nat", ans.NAT, "own", me, "observed", ans.Observed)
 	var sprayErr chan error
-	if ip, ok := ipOf(ans.Observed); ok && ip.Is4() && sprays(me, ans.NAT) {
+	if ip, ok := scope.IPOf(ans.Observed); ok && ip.Is4() && sprays(me, ans.NAT) {
 		tr.Spray = "spray"
 		sprayErr = make(chan error, 1)
 		wg.Go(func() { sprayErr <- s.trySpray(ctx, token, target, ip) })

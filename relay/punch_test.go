@@ -339,12 +339,10 @@ func TestSprayPunch(t *testing.T) {
 	if p := bs.SprayProbes(); p == 0 || p > sprayProbes {
 		t.Fatalf("B sent %d probes", p)
 	}
-	var bc network.Conn
-	for _, x := range bh.Network().ConnsToPeer(ah.ID()) {
-		bc = x
-	}
-	if bc == nil {
-		t.Fatal("B has no connection to A")
+	// B's side of the connection is there once B's dial completes.
+	bc, err := WaitDirect(ctx, bh, ah.ID())
+	if err != nil {
+		t.Fatalf("B has no connection to A: %v", err)
 	}
 	na, _ := manet.ToNetAddr(bc.RemoteMultiaddr()[:2])
 	if port := na.(*net.UDPAddr).Port; port == int(aListen.Port()) {

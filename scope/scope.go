@@ -133,6 +133,15 @@ func (s Scope) String() string {
 	return out
 }
 
+// IPOf returns the IP address addr starts with, unmapped; false when it
+// does not start with one.
+func IPOf(addr ma.Multiaddr) (netip.Addr, bool) {
+	if len(addr) == 0 {
+		return netip.Addr{}, false
+	}
+	return firstIP(addr)
+}
+
 func firstIP(addr ma.Multiaddr) (netip.Addr, bool) {
 	c := addr[0]
 	switch c.Code() {
