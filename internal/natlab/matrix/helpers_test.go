@@ -52,6 +52,24 @@ func startServers(t *testing.T, ctx context.Context, lab *natlab.Lab, bin string
 func startServersWith(t *testing.T, ctx context.Context, lab *natlab.Lab, bin string, extra []string, names ...string) []string {
 	t.Helper()
 	var boot []string
+	for _, s := range startServerNodes(t, ctx, lab, bin, extra, names...) {
+		boot = append(boot, s.boot)
+	}
+	return boot
+}
+
+// serverNode is a public node a test started.
+type serverNode struct {
+	id, boot string // peer ID, bootstrap address
+	host     *natlab.Host
+	proc     *natlab.Proc
+}
+
+// startServerNodes is startServersWith, returning the servers.
+func startServerNodes(t *testing.T, ctx context.Context, lab *natlab.Lab, bin string, extra []string, names ...string) []serverNode {
+	t.Helper()
+	var out []serverNode
+	var boot []string
 	for _, name := range names {
 		h := lab.Host(name)
 		args := append(append([]string{"node", "--json", "--mode", "public"}, labArgs...), extra...)
@@ -67,7 +85,9 @@ func startServersWith(t *testing.T, ctx context.Context, lab *natlab.Lab, bin st
 		if err := p.NextJSON(ctx, &rl); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		boot = append(boot, "/ip4/"+h.Addr().String()+"/udp/4001/quic-v1/p2p/"+rl.PeerID)
+		s := serverNode{id: rl.PeerID, boot: "/ip4/" + h.Addr().String() + "/udp/4001/quic-v1/p2p/" + rl.PeerID, host: h, proc: p}
+		boot = append(boot, s.boot)
+		out = append(out, s)
 	}
-	return boot
+	return out
 }

@@ -47,26 +47,11 @@ func testDeadRelay(t *testing.T, how string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lab.Close() })
-	servers := map[string]*natlab.Proc{} // by peer ID
-	hosts := map[string]*natlab.Host{}
+	servers := map[string]serverNode{} // by peer ID
 	var boot []string
-	for _, name := range []string{"server1", "server2", "server3"} {
-		h := lab.Host(name)
-		args := append([]string{"node", "--json", "--mode", "public"}, labArgs...)
-		if len(boot) > 0 {
-			args = append(args, "--bootstrap", strings.Join(boot, ","))
-		}
-		p, err := h.Start(ctx, bin, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.Stop(5 * time.Second) })
-		var rl readyLine
-		if err := p.NextJSON(ctx, &rl); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		servers[rl.PeerID], hosts[rl.PeerID] = p, h
-		boot = append(boot, "/ip4/"+h.Addr().String()+"/udp/4001/quic-v1/p2p/"+rl.PeerID)
+	for _, sv := range startServerNodes(t, ctx, lab, bin, nil, "server1", "server2", "server3") {
+		servers[sv.id] = sv
+		boot = append(boot, sv.boot)
 	}
 	alice, err := lab.Host("alice").Start(ctx, bin, append([]string{"node", "--json", "--mode", "private",
 		"--bootstrap", strings.Join(boot, ","), "--tcp-holds", "none", "--nat-timeouts", "2s"}, labArgs...)...)
@@ -100,10 +85,10 @@ func testDeadRelay(t *testing.T, how string) {
 	dead := held[0]
 	switch how {
 	case "stopped":
-		servers[dead].Stop(5 * time.Second)
+		servers[dead].proc.Stop(5 * time.Second)
 	case "silent":
 		// Everything to and from the relay is dropped from now on.
-		out, err := hosts[dead].Command(ctx, "nft", "add table inet dead; "+
+		out, err := servers[dead].host.Command(ctx, "nft", "add table inet dead; "+
 			"add chain inet dead in { type filter hook input priority -300; policy drop; }; "+
 			"add chain inet dead out { type filter hook output priority -300; policy drop; }").CombinedOutput()
 		if err != nil {
