@@ -57,6 +57,9 @@ type Config struct {
 	// Trials is how many times each pair connects, each time from a fresh
 	// peer. Default 1.
 	Trials int
+	// VanillaTrials is how many of them vanilla go-libp2p makes too.
+	// Default: Trials.
+	VanillaTrials int
 	// Logf, if set, reports progress.
 	Logf func(format string, args ...any)
 }
@@ -90,6 +93,9 @@ type Cell struct {
 	// Path is "direct", "hole-punched" or "relayed".
 	Path  string `json:"path,omitempty"`
 	Relay string `json:"relay,omitempty"`
+	// ViaDataRelay: the relayed connection went through the server that
+	// volunteers as a data relay.
+	ViaDataRelay bool `json:"via_data_relay,omitempty"`
 	// LookupMS, DialMS and FirstByteMS are measured by the connecting peer:
 	// first byte = lookup + dial + the first stream round trip.
 	LookupMS    float64 `json:"lookup_ms,omitempty"`
@@ -119,14 +125,16 @@ type Cell struct {
 
 // Result is a whole matrix.
 type Result struct {
-	Sides      []string  `json:"sides"`
-	Transports []string  `json:"transports"`
-	Servers    int       `json:"servers"`
-	Trials     int       `json:"trials"`
-	DelayMS    float64   `json:"delay_ms"`
-	Started    time.Time `json:"started"`
-	Seconds    float64   `json:"seconds"`
-	Cells      []Cell    `json:"cells"`
+	Sides      []string `json:"sides"`
+	Transports []string `json:"transports"`
+	Servers    int      `json:"servers"`
+	Trials     int      `json:"trials"`
+	// VanillaTrials is how many trials vanilla go-libp2p made per pair.
+	VanillaTrials int       `json:"vanilla_trials,omitempty"`
+	DelayMS       float64   `json:"delay_ms"`
+	Started       time.Time `json:"started"`
+	Seconds       float64   `json:"seconds"`
+	Cells         []Cell    `json:"cells"`
 }
 
 // Run runs the matrix.
@@ -149,11 +157,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Trials <= 0 {
 		cfg.Trials = 1
 	}
+	if cfg.VanillaTrials <= 0 || cfg.VanillaTrials > cfg.Trials {
+		cfg.VanillaTrials = cfg.Trials
+	}
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
 	res := &Result{Sides: cfg.Sides, Transports: cfg.Transports, Servers: cfg.Servers, Trials: cfg.Trials,
 		DelayMS: float64(cfg.Delay.Microseconds()) / 1000, Started: time.Now()}
+	if cfg.VanillaBinary != "" {
+		res.VanillaTrials = cfg.VanillaTrials
+	}
 	for _, tr := range cfg.Transports {
 		cells, err := runTransport(ctx, cfg, tr)
 		if err != nil {
@@ -253,11 +267,16 @@ func runTransport(ctx context.Context, cfg Config, transport string) ([]Cell, er
 	scope := natlab.InternetPrefix().String()
 	common := []string{"--json", "--public-ranges", scope, "--listen", listenAddr(transport)}
 
-	// Public servers: the first bootstraps the others.
+	// Public servers: the first bootstraps the others, and volunteers as
+	// a data relay, as some public peers would.
 	var boot []string
+	var dataRelay string // its peer ID
 	for i := range cfg.Servers {
 		h := lab.Host(fmt.Sprintf("server%d", i+1))
 		args := append([]string{"node", "--mode", "public"}, common...)
+		if i == 0 {
+			args = append(args, "--data-relay", dataRelayCaps)
+		}
 		if len(boot) > 0 {
 			args = append(args, "--bootstrap", strings.Join(boot, ","))
 		}
@@ -271,6 +290,9 @@ func runTransport(ctx context.Context, cfg Config, transport string) ([]Cell, er
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("matrix: server %d: %w", i+1, err)
+		}
+		if i == 0 {
+			dataRelay = rl.PeerID
 		}
 		for _, a := range rl.Addrs {
 			if strings.Contains(a, "/"+h.Addr().String()+"/") {
@@ -333,13 +355,14 @@ func runTransport(ctx context.Context, cfg Config, transport string) ([]Cell, er
 			for trial := range cfg.Trials {
 				c := runCell(ctx, lab, cfg, transport, from, to, targets[to], common, bootArg)
 				c.Trial = trial + 1
+				c.ViaDataRelay = c.OK && c.Path == "relayed" && c.Relay == dataRelay
 				cfg.Logf("%s %s -> %s #%d: ok=%v path=%s first byte %.0f ms, %d B via public nodes %s",
 					transport, from, to, c.Trial, c.OK, c.Path, c.FirstByteMS, c.PublicBytes, c.Reason)
 				cells = append(cells, c)
 				if ctx.Err() != nil {
 					return nil, ctx.Err()
 				}
-				if cfg.VanillaBinary == "" {
+				if cfg.VanillaBinary == "" || trial >= cfg.VanillaTrials {
 					continue
 				}
 				v := runVanillaCell(ctx, lab, cfg, transport, from, to, vanillas[to])
@@ -444,6 +467,10 @@ type connectLine struct {
 		RTTsMS []float64 `json:"rtts_ms"`
 	} `json:"ping"`
 }
+
+// dataRelayCaps are the caps of the server that volunteers as a data
+// relay.
+const dataRelayCaps = "1h,64MiB,16"
 
 // directWait is how long a relayed connection is given to become direct.
 const directWait = 20 * time.Second

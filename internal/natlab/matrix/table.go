@@ -13,8 +13,11 @@ import (
 func (r *Result) Markdown() string {
 	var b strings.Builder
 	trials := max(r.Trials, 1)
-	fmt.Fprintf(&b, "Connection matrix: %d public servers, one-way delay %.0f ms, %d trial(s) per pair, %.0f s in all.\n",
-		r.Servers, r.DelayMS, trials, r.Seconds)
+	fmt.Fprintf(&b, "Connection matrix: %d public servers, one-way delay %.0f ms, %d trial(s) per pair", r.Servers, r.DelayMS, trials)
+	if r.VanillaTrials > 0 && r.VanillaTrials < trials {
+		fmt.Fprintf(&b, " (vanilla: %d)", r.VanillaTrials)
+	}
+	fmt.Fprintf(&b, ", %.0f s in all.\n", r.Seconds)
 	if trials == 1 {
 		fmt.Fprintf(&b, "Cells: path, time to first byte (lookup + dial + first round trip), bytes through public nodes from the lookup on. "+
 			"D = direct, H = hole-punched, R = relayed, FAIL = no connection.\n")
@@ -70,6 +73,18 @@ func (r *Result) Markdown() string {
 				b.WriteString(" " + text + " |")
 			}
 			b.WriteString("\n")
+		}
+		relayed, viaData := 0, 0
+		for _, c := range r.Cells {
+			if c.Transport == tr && implName(c.Impl) == Rendezvous && c.OK && c.Path == "relayed" {
+				relayed++
+				if c.ViaDataRelay {
+					viaData++
+				}
+			}
+		}
+		if relayed > 0 {
+			fmt.Fprintf(&b, "\nRelayed connections through the server that volunteers as a data relay: %d of %d.\n", viaData, relayed)
 		}
 		if vanilla {
 			var cs []Cell

@@ -34,6 +34,7 @@ func run(ctx context.Context) error {
 	timeout := flag.Duration("timeout", 30*time.Second, "bound on one connection attempt")
 	trials := flag.Int("trials", 1, "`N` connections per pair, each from a fresh peer")
 	vanilla := flag.Bool("vanilla", false, "also measure each cell for vanilla go-libp2p with defaults, beside this library")
+	vanillaTrials := flag.Int("vanilla-trials", 0, "with --vanilla, `N` of the trials are also made with vanilla go-libp2p (default: all)")
 	jsonOut := flag.String("json", "", "also write the result as JSON to `FILE`")
 	verbose := flag.Bool("v", false, "report progress on stderr")
 	flag.Parse()
@@ -62,6 +63,7 @@ func run(ctx context.Context) error {
 		Delay:         *delay,
 		Timeout:       *timeout,
 		Trials:        *trials,
+		VanillaTrials: *vanillaTrials,
 	}
 	cfg.Logf = labcmd.Logf(*verbose)
 	res, err := matrix.Run(ctx, cfg)
