@@ -16,6 +16,8 @@ type metrics struct {
 	connects   *prometheus.CounterVec // path, local_nat, remote_nat
 	attempts   *prometheus.CounterVec // kind, outcome
 	punches    *prometheus.CounterVec // role, status
+	sprays     *prometheus.CounterVec // role, outcome
+	probes     prometheus.Counter
 	upgrades   prometheus.Counter
 	keepIdle   prometheus.Gauge
 	standingGa prometheus.Gauge
@@ -38,6 +40,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "rendezvous", Name: "punch_requests_total",
 			Help: "Hole-punch requests this node forwarded as a relay or took as a target, by status.",
 		}, []string{"role", "status"}),
+		sprays: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "rendezvous", Name: "spray_punches_total",
+			Help: "Spray punches (for an endpoint-dependent NAT facing a strict one) by this side's part (catch, spray) and outcome (hit, miss).",
+		}, []string{"role", "outcome"}),
+		probes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "rendezvous", Name: "spray_probes_total",
+			Help: "Probes this node sent in spray punches.",
+		}),
 		upgrades: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "rendezvous", Name: "path_upgrades_total",
 			Help: "Relayed connections that became direct.",
@@ -51,7 +61,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Connections to relays held open with adaptive keep-alives.",
 		}),
 	}
-	cs := []prometheus.Collector{m.connects, m.attempts, m.punches, m.upgrades, m.keepIdle, m.standingGa}
+	cs := []prometheus.Collector{m.connects, m.attempts, m.punches, m.upgrades, m.keepIdle, m.standingGa, m.sprays, m.probes}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
 			// A second node on the same registerer shares the first one's.
@@ -64,6 +74,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.connects, m.attempts, m.punches = cs[0].(*prometheus.CounterVec), cs[1].(*prometheus.CounterVec), cs[2].(*prometheus.CounterVec)
 	m.upgrades, m.keepIdle, m.standingGa = cs[3].(prometheus.Counter), cs[4].(prometheus.Gauge), cs[5].(prometheus.Gauge)
+	m.sprays, m.probes = cs[6].(*prometheus.CounterVec), cs[7].(prometheus.Counter)
 	return m, nil
 }
 
@@ -122,6 +133,18 @@ func (m *metrics) punch(role string, status relay.PunchStatus) {
 		return
 	}
 	m.punches.WithLabelValues(role, status.String()).Inc()
+}
+
+func (m *metrics) sprayed(role string, hit bool, probes int) {
+	if m == nil {
+		return
+	}
+	out := "miss"
+	if hit {
+		out = "hit"
+	}
+	m.sprays.WithLabelValues(role, out).Inc()
+	m.probes.Add(float64(probes))
 }
 
 func (m *metrics) upgraded() {

@@ -194,7 +194,7 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	n.punchSvc = relay.NewPunchService(n.h, s.scope, n.punchAddrs, s.log, relay.WithPunchObserver(n.metrics.punch),
+	n.punchSvc = relay.NewPunchService(n.h, s.scope, n.punchAddrs, s.log, relay.WithPunchObserver(n.metrics.punch), relay.WithSprayObserver(n.metrics.sprayed),
 		relay.WithPunchNAT(n.ownPunchNAT), relay.WithSharedUDP(n.quic.PacketConn))
 	n.punchSvc.SetPunching(!s.noHolePunch)
 

@@ -120,6 +120,10 @@ type PunchService struct {
 	limits  PunchLimits
 	log     *logging.ZapEventLogger
 	observe func(role string, status PunchStatus)
+	// observeSpray is told of every spray punch's end: the part this side
+	// took ("catch" or "spray"), whether a probe got through, and the
+	// probes sent.
+	observeSpray func(role string, hit bool, probes int)
 
 	nat        func() PunchNAT
 	sharedUDP  func(*net.UDPAddr) (net.PacketConn, error)
@@ -158,6 +162,14 @@ func WithPunchNAT(nat func() PunchNAT) PunchOption {
 // probes go out from that socket.
 func WithSharedUDP(shared func(laddr *net.UDPAddr) (net.PacketConn, error)) PunchOption {
 	return func(s *PunchService) { s.sharedUDP = shared }
+}
+
+// WithSprayObserver has observe called when a spray punch ends, with
+// this side's part ("catch": it opened the sockets; "spray": it sent the
+// probes), whether a probe got through, and how many probes it sent; for
+// metrics.
+func WithSprayObserver(observe func(role string, hit bool, probes int)) PunchOption {
+	return func(s *PunchService) { s.observeSpray = observe }
 }
 
 // WithPunchObserver has observe called with the status of every request

@@ -314,9 +314,16 @@ func TestSprayPunch(t *testing.T) {
 	}
 	dependent := PunchNAT{Known: true, Dependent: true, Strict: true}
 	strict := PunchNAT{Known: true, Strict: true}
-	as := NewPunchService(ah, loop, loopAddrs(ah), nil, WithPunchNAT(func() PunchNAT { return dependent }), WithSharedUDP(aq.PacketConn))
+	type sprayEnd struct {
+		role   string
+		hit    bool
+		probes int
+	}
+	ends := make(chan sprayEnd, 4)
+	observe := WithSprayObserver(func(role string, hit bool, probes int) { ends <- sprayEnd{role, hit, probes} })
+	as := NewPunchService(ah, loop, loopAddrs(ah), nil, WithPunchNAT(func() PunchNAT { return dependent }), WithSharedUDP(aq.PacketConn), observe)
 	defer as.Close()
-	bs := NewPunchService(bh, loop, loopAddrs(bh), nil, WithPunchNAT(func() PunchNAT { return strict }), WithSharedUDP(bq.PacketConn))
+	bs := NewPunchService(bh, loop, loopAddrs(bh), nil, WithPunchNAT(func() PunchNAT { return strict }), WithSharedUDP(bq.PacketConn), observe)
 	if bs.sprayPorts != [2]int{minSprayPort, maxSprayPort} {
 		t.Fatalf("spray ports %v by default", bs.sprayPorts)
 	}
@@ -349,6 +356,19 @@ func TestSprayPunch(t *testing.T) {
 		t.Fatalf("B reached A's QUIC socket %s, not a spray socket", bc.RemoteMultiaddr())
 	}
 	t.Logf("B sent %d probes; B reaches A at %s, A sees B at %s through %s", bs.SprayProbes(), bc.RemoteMultiaddr(), real, c.RemoteMultiaddr())
+	// Each side says how its part went.
+	got := map[string]sprayEnd{}
+	for len(got) < 2 {
+		select {
+		case e := <-ends:
+			got[e.role] = e
+		case <-ctx.Done():
+			t.Fatalf("spray ends reported: %+v", got)
+		}
+	}
+	if c, sp := got["catch"], got["spray"]; !c.hit || c.probes != 0 || !sp.hit || uint64(sp.probes) != bs.SprayProbes() {
+		t.Fatalf("spray ends %+v", got)
+	}
 	// The connection carries streams both ways.
 	if _, err := ah.NewStream(ctx, bh.ID(), PunchProtocol); err != nil {
 		t.Fatal(err)

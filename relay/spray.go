@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -220,6 +221,7 @@ func (s *PunchService) catch(token [8]byte, dsts []netip.AddrPort, release func(
 		}
 	}
 	var once sync.Once
+	var hit atomic.Bool
 	var waiting sync.WaitGroup
 	deadline := time.Now().Add(sprayWait)
 	for _, c := range socks {
@@ -237,6 +239,7 @@ func (s *PunchService) catch(token [8]byte, dsts []netip.AddrPort, release func(
 			if !first {
 				return
 			}
+			hit.Store(true)
 			c.SetReadDeadline(time.Time{})
 			ans := sprayPacket(sprayAnswer, token)
 			for range 2 {
@@ -249,12 +252,13 @@ func (s *PunchService) catch(token [8]byte, dsts []netip.AddrPort, release func(
 			c.Close()
 		}
 	}
-	if !s.goOwned(func() {
+	done := func() {
 		waiting.Wait()
 		release()
-	}) {
-		waiting.Wait()
-		release()
+		s.observeSpray("catch", hit.Load(), 0)
+	}
+	if !s.goOwned(done) {
+		done()
 	}
 	return nil
 }
@@ -409,10 +413,10 @@ func (s *PunchService) spray(ctx context.Context, token [8]byte, ip netip.Addr) 
 		}
 		select {
 		case ap := <-answer:
-			s.sprayed(sent)
+			s.sprayed(sent, true)
 			return ap, nil
 		case <-ctx.Done():
-			s.sprayed(sent)
+			s.sprayed(sent, false)
 			return netip.AddrPort{}, fmt.Errorf("%w after %d probes: %w", ErrNoSprayAnswer, sent, ctx.Err())
 		case <-tick.C:
 		}
@@ -420,10 +424,11 @@ func (s *PunchService) spray(ctx context.Context, token [8]byte, ip netip.Addr) 
 }
 
 // sprayed counts probes sent.
-func (s *PunchService) sprayed(n int) {
+func (s *PunchService) sprayed(n int, hit bool) {
 	s.mu.Lock()
 	s.probes += uint64(n)
 	s.mu.Unlock()
+	s.observeSpray("spray", hit, n)
 }
 
 // sprayDial sprays ip and dials p's QUIC at the port that answered.
