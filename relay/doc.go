@@ -24,7 +24,8 @@
 //     round trips through the relay. When one side maps endpoint-dependently
 //     and the other filters strictly, the two spray-punch (spray.go): many
 //     sockets on one side, probes to random ports from the other, the
-//     birthday paradox, bounded to 256 sockets, 1536 probes and 4 s.
+//     birthday paradox, bounded to 256 sockets, 1536 probes and 4 s, over
+//     QUIC or over TCP (spraytcp.go).
 //   - HolePunch runs libp2p's DCUtR on relayed connections, for other libp2p
 //     implementations, announcing the addresses peers observe and the LAN's.
 //

@@ -143,7 +143,7 @@ type PunchService struct {
 	perPeer map[peer.ID]*rate.Limiter // guarded by mu
 
 	forwarders int                               // guarded by mu
-	forwarded  map[netip.AddrPort]netip.AddrPort // forwarder's inner address: the prober; guarded by mu
+	forwarded  map[string]ma.Multiaddr // thin waist of a forwarder's local end: the peer's address; guarded by mu
 	probes     uint64                            // spray probes sent; guarded by mu
 }
 
@@ -194,7 +194,7 @@ func NewPunchService(h host.Host, sc scope.Scope, addrs func() []ma.Multiaddr, l
 		dials:      make(chan struct{}, maxPunchDials),
 		sprays:     make(chan struct{}, 1),
 		sprayPorts: [2]int{minSprayPort, maxSprayPort},
-		forwarded:  map[netip.AddrPort]netip.AddrPort{},
+		forwarded:  map[string]ma.Multiaddr{},
 		nat:        func() PunchNAT { return PunchNAT{} },
 		total:      rate.NewLimiter(l.Total, l.TotalBurst),
 		perPeer:    map[peer.ID]*rate.Limiter{},
@@ -385,13 +385,16 @@ func (s *PunchService) answer(st network.Stream, m punchMsg) {
 	own := s.ownNAT()
 	s.log.Debugw("punch: forwarded request", "peer", m.Peer, "nat", m.NAT, "own", own)
 	switch {
-	case catches(own, m.NAT) && m.NAT.Sprays:
+	case catches(own, m.NAT):
 		// The hellos leave before the answer: the initiator sprays
 		// once it has the answer.
-		s.startCatch(m.Token, s.sprayTargets(targets))
+		if quic, ok := sprayOverQUIC(own, m.NAT); ok {
+			s.startCatch(m.Token, targets, quic)
+		}
 	case sprays(own, m.NAT):
-		if ip, ok := scope.IPOf(m.Observed); ok && ip.Is4() {
-			s.startSpray(m.Token, m.Peer, ip)
+		quic, ok := sprayOverQUIC(own, m.NAT)
+		if ip, ipok := scope.IPOf(m.Observed); ok && ipok && ip.Is4() {
+			s.startSpray(m.Token, m.Peer, ip, quic)
 		}
 	}
 	s.replyWith(st, "target", punchMsg{Status: PunchOK, NAT: own, Token: m.Token, Addrs: punchable(s.scope, s.addrs())})
@@ -410,7 +413,9 @@ func (s *PunchService) answer(st network.Stream, m punchMsg) {
 func (s *PunchService) ownNAT() PunchNAT {
 	n := s.nat()
 	_, quic := quicListenAddr(s.h)
+	_, tcp := tcpListenAddr(s.h)
 	n.Sprays = n.Known && quic && (n.Dependent || s.sharedUDP != nil)
+	n.SpraysTCP = n.Known && tcp
 	return n
 }
 
@@ -421,34 +426,60 @@ func (s *PunchService) ownNAT() PunchNAT {
 // A record does not say whether its peer sprays: an initiator assumes it
 // does.
 func catches(own, peer PunchNAT) bool {
-	return own.Sprays && own.Known && peer.Known && own.Dependent && !peer.Dependent && peer.Strict
+	return (own.Sprays || own.SpraysTCP) && own.Known && peer.Known && own.Dependent && !peer.Dependent && peer.Strict
 }
 
-func sprays(own, peer PunchNAT) bool { return peer.Sprays && catches(peer, own) }
+func sprays(own, peer PunchNAT) bool {
+	return (peer.Sprays || peer.SpraysTCP) && catches(peer, own)
+}
 
-// startCatch opens a catcher's sockets toward dsts, unless another spray
-// punch runs.
-func (s *PunchService) startCatch(token [8]byte, dsts []netip.AddrPort) {
+// sprayOverQUIC tells which transport a spray punch between own and peer
+// takes: QUIC when both take part over QUIC, TCP when both do over TCP
+// only (and ok false when neither).
+func sprayOverQUIC(own, peer PunchNAT) (quic, ok bool) {
+	switch {
+	case own.Sprays && peer.Sprays:
+		return true, true
+	case own.SpraysTCP && peer.SpraysTCP:
+		return false, true
+	}
+	return false, false
+}
+
+// startCatch opens a catcher's sockets toward the peer's public addresses
+// in addrs (over QUIC, or TCP), unless another spray punch runs. It
+// returns whether it did.
+func (s *PunchService) startCatch(token [8]byte, addrs []ma.Multiaddr, quic bool) bool {
+	dsts := s.sprayTargets(addrs, quic)
 	if len(dsts) == 0 {
-		return
+		return false
 	}
 	select {
 	case s.sprays <- struct{}{}:
 	default:
-		return
+		return false
 	}
-	s.log.Debugw("punch: catching", "dsts", dsts)
-	if err := s.catch(token, dsts, func() { <-s.sprays }); err != nil {
+	s.log.Debugw("punch: catching", "dsts", dsts, "quic", quic)
+	release := func() { <-s.sprays }
+	var err error
+	if quic {
+		err = s.catch(token, dsts, release)
+	} else {
+		err = s.catchTCP(token, dsts[0], release)
+	}
+	if err != nil {
 		s.log.Debugw("punch: spray catch", "error", err)
+		return false
 	}
+	return true
 }
 
 // startSpray sprays ip and dials p there, on the service's goroutines.
-func (s *PunchService) startSpray(token [8]byte, p peer.ID, ip netip.Addr) {
+func (s *PunchService) startSpray(token [8]byte, p peer.ID, ip netip.Addr, quic bool) {
 	s.goOwned(func() {
 		ctx, cancel := context.WithTimeout(s.ctx, punchDialTimeout)
 		defer cancel()
-		s.trySpray(ctx, token, p, ip)
+		s.trySpray(ctx, token, p, ip, quic)
 	})
 }
 
@@ -456,14 +487,19 @@ func (s *PunchService) startSpray(token [8]byte, p peer.ID, ip netip.Addr) {
 var errSprayBusy = errors.New("relay: another spray punch runs")
 
 // trySpray sprays ip and dials p, unless another spray punch runs.
-func (s *PunchService) trySpray(ctx context.Context, token [8]byte, p peer.ID, ip netip.Addr) error {
+func (s *PunchService) trySpray(ctx context.Context, token [8]byte, p peer.ID, ip netip.Addr, quic bool) error {
 	select {
 	case s.sprays <- struct{}{}:
 	default:
 		return errSprayBusy
 	}
 	defer func() { <-s.sprays }()
-	err := s.sprayDial(ctx, token, p, ip)
+	var err error
+	if quic {
+		err = s.sprayDial(ctx, token, p, ip)
+	} else {
+		err = s.sprayDialTCP(ctx, token, p, ip)
+	}
 	s.log.Debugw("punch: spray", "peer", p, "ip", ip, "error", err)
 	return err
 }
@@ -564,9 +600,11 @@ func (s *PunchService) PunchTraced(ctx context.Context, relayID, target peer.ID,
 	crand.Read(token[:])
 	if catches(me, nat) {
 		// The hellos leave before the request: the target sprays once
-		// it has it.
-		tr.Spray = "catch"
-		s.startCatch(token, s.sprayTargets(known))
+		// it has it. The record does not say how the target takes part:
+		// QUIC if it has a QUIC address, else TCP.
+		if s.startCatch(token, known, me.Sprays) || (me.Sprays && s.startCatch(token, known, false)) {
+			tr.Spray = "catch"
+		}
 	}
 	dial := func(addrs []ma.Multiaddr) {
 		if len(addrs) == 0 {
@@ -609,10 +647,11 @@ func (s *PunchService) PunchTraced(ctx context.Context, relayID, target peer.ID,
 	dial(fresh)
 	s.log.Debugw("punch: answered", "peer", target, "nat", ans.NAT, "own", me, "observed", ans.Observed)
 	var sprayErr chan error
-	if ip, ok := scope.IPOf(ans.Observed); ok && ip.Is4() && sprays(me, ans.NAT) {
+	quic, both := sprayOverQUIC(me, ans.NAT)
+	if ip, ok := scope.IPOf(ans.Observed); ok && ip.Is4() && both && sprays(me, ans.NAT) {
 		tr.Spray = "spray"
 		sprayErr = make(chan error, 1)
-		wg.Go(func() { sprayErr <- s.trySpray(ctx, token, target, ip) })
+		wg.Go(func() { sprayErr <- s.trySpray(ctx, token, target, ip, quic) })
 	}
 	c, err := WaitDirect(ctx, s.h, target)
 	if sprayErr != nil {

@@ -18,8 +18,8 @@ import (
 //	nat       1 byte: what the sender knows of its NAT (PunchNAT): bit 0
 //	          set if it knows its mapping, bit 1 if the mapping is
 //	          endpoint-dependent, bit 2 if it filters by address and port,
-//	          bit 3 if it takes part in spray punches (spray.go); in a
-//	          forward, the initiator's
+//	          bit 3 if it takes part in spray punches over QUIC, bit 4 over
+//	          TCP (spray.go); in a forward, the initiator's
 //	token     8 bytes: drawn at random by the initiator, carried by the
 //	          forward and echoed by the answer; a spray punch's packets
 //	          carry it
@@ -67,13 +67,14 @@ type PunchNAT struct {
 	// Strict: the NAT filters by address and port (or its filtering is
 	// not known).
 	Strict bool
-	// Sprays: the side takes part in spray punches.
-	Sprays bool
+	// Sprays and SpraysTCP: the side takes part in spray punches over
+	// QUIC, over TCP.
+	Sprays, SpraysTCP bool
 }
 
 func (n PunchNAT) byte() byte {
 	var b byte
-	for i, f := range []bool{n.Known, n.Dependent, n.Strict, n.Sprays} {
+	for i, f := range []bool{n.Known, n.Dependent, n.Strict, n.Sprays, n.SpraysTCP} {
 		if f {
 			b |= 1 << i
 		}
@@ -82,8 +83,8 @@ func (n PunchNAT) byte() byte {
 }
 
 func parsePunchNAT(b byte) (PunchNAT, bool) {
-	n := PunchNAT{Known: b&1 != 0, Dependent: b&2 != 0, Strict: b&4 != 0, Sprays: b&8 != 0}
-	return n, b < 16
+	n := PunchNAT{Known: b&1 != 0, Dependent: b&2 != 0, Strict: b&4 != 0, Sprays: b&8 != 0, SpraysTCP: b&16 != 0}
+	return n, b < 32
 }
 
 // errMalformed wraps every decoding error.

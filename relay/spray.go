@@ -151,29 +151,68 @@ const (
 	maxSprayPort = 65535
 )
 
-// sprayTargets are the in-scope public UDP (QUIC) addresses in addrs the
-// catcher sends its hellos to: at most two.
-func (s *PunchService) sprayTargets(addrs []ma.Multiaddr) []netip.AddrPort {
+// sprayTargets are the in-scope public QUIC (or TCP) addresses in addrs
+// the catcher sends its hellos to: at most two.
+func (s *PunchService) sprayTargets(addrs []ma.Multiaddr, quic bool) []netip.AddrPort {
 	var out []netip.AddrPort
 	for _, a := range addrs {
-		if len(a) < 3 || a[0].Code() != ma.P_IP4 || a[2].Code() != ma.P_QUIC_V1 || !s.scope.IsPublic(a) {
+		if len(a) < 2 || a[0].Code() != ma.P_IP4 || !s.scope.IsPublic(a) {
 			continue
 		}
-		na, err := manet.ToNetAddr(a[:2])
-		if err != nil {
+		if quic && (len(a) < 3 || a[1].Code() != ma.P_UDP || a[2].Code() != ma.P_QUIC_V1) || !quic && a[1].Code() != ma.P_TCP {
 			continue
 		}
-		if u, ok := na.(*net.UDPAddr); ok {
-			ap := netip.AddrPortFrom(u.AddrPort().Addr().Unmap(), u.AddrPort().Port())
-			if !containsAddrPort(out, ap) {
-				out = append(out, ap)
-			}
+		ap, ok := addrPortOf(a[:2])
+		if ok && !containsAddrPort(out, ap) {
+			out = append(out, ap)
 		}
 		if len(out) == 2 {
 			break
 		}
 	}
 	return out
+}
+
+// addrPortOf returns the IP and port of a thin-waist address
+// (/ip4/x/udp/p or /ip4/x/tcp/p), unmapped.
+func addrPortOf(a ma.Multiaddr) (netip.AddrPort, bool) {
+	na, err := manet.ToNetAddr(a)
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	var ap netip.AddrPort
+	switch u := na.(type) {
+	case *net.UDPAddr:
+		ap = u.AddrPort()
+	case *net.TCPAddr:
+		ap = u.AddrPort()
+	default:
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+}
+
+// forwardKey is the key of a forwarder in PunchService.forwarded: the
+// thin waist of its local end, as the host's connection names its remote
+// address.
+func forwardKey(tcp bool, ap netip.AddrPort) string {
+	if tcp {
+		return "/tcp/" + ap.String()
+	}
+	return "/udp/" + ap.String()
+}
+
+// remoteAddr is the multiaddr of a peer a forwarder carries for.
+func remoteAddr(tcp bool, ap netip.AddrPort) ma.Multiaddr {
+	if tcp {
+		a, _ := manet.FromNetAddr(net.TCPAddrFromAddrPort(ap))
+		return a
+	}
+	a, _ := manet.FromNetAddr(net.UDPAddrFromAddrPort(ap))
+	if a == nil {
+		return nil
+	}
+	return a.Encapsulate(ma.StringCast("/quic-v1"))
 }
 
 func containsAddrPort(list []netip.AddrPort, a netip.AddrPort) bool {
@@ -302,7 +341,7 @@ func (s *PunchService) forwardTo(out *net.UDPConn, remote, listen netip.AddrPort
 	ia := in.LocalAddr().(*net.UDPAddr).AddrPort()
 	inner := netip.AddrPortFrom(ia.Addr().Unmap(), ia.Port())
 	s.mu.Lock()
-	s.forwarded[inner] = remote
+	s.forwarded[forwardKey(false, inner)] = remoteAddr(false, remote)
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	done := make(chan struct{})
@@ -348,7 +387,7 @@ func (s *PunchService) forwardTo(out *net.UDPConn, remote, listen netip.AddrPort
 	})
 	wg.Wait()
 	s.mu.Lock()
-	delete(s.forwarded, inner)
+	delete(s.forwarded, forwardKey(false, inner))
 	s.mu.Unlock()
 	s.doneForwarding()
 }
@@ -444,30 +483,19 @@ func (s *PunchService) sprayDial(ctx context.Context, token [8]byte, p peer.ID, 
 	return punchDial(ctx, s.h, p, []ma.Multiaddr{a.Encapsulate(ma.StringCast("/quic-v1"))}, true)
 }
 
-// Forwarded returns the address of the peer a catcher's forwarder
-// carries c for: a connection that came through one has the forwarder's
+// Forwarded returns the address of the peer a spray punch's forwarder
+// carries the connection to c for: such a connection has a forwarder's
 // loopback address as its remote address.
 func (s *PunchService) Forwarded(c ma.Multiaddr) (ma.Multiaddr, bool) {
-	if len(c) < 3 || c[1].Code() != ma.P_UDP {
+	if len(c) < 2 {
 		return nil, false
 	}
-	na, err := manet.ToNetAddr(c[:2])
-	if err != nil {
-		return nil, false
-	}
-	u, ok := na.(*net.UDPAddr)
+	ap, ok := addrPortOf(c[:2])
 	if !ok {
 		return nil, false
 	}
 	s.mu.Lock()
-	remote, ok := s.forwarded[netip.AddrPortFrom(u.AddrPort().Addr().Unmap(), u.AddrPort().Port())]
+	remote, ok := s.forwarded[forwardKey(c[1].Code() == ma.P_TCP, ap)]
 	s.mu.Unlock()
-	if !ok {
-		return nil, false
-	}
-	a, err := manet.FromNetAddr(net.UDPAddrFromAddrPort(remote))
-	if err != nil {
-		return nil, false
-	}
-	return a.Encapsulate(ma.StringCast("/quic-v1")), true
+	return remote, ok && remote != nil
 }

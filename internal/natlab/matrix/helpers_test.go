@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -68,11 +69,23 @@ type serverNode struct {
 // startServerNodes is startServersWith, returning the servers.
 func startServerNodes(t *testing.T, ctx context.Context, lab *natlab.Lab, bin string, extra []string, names ...string) []serverNode {
 	t.Helper()
+	return startServerNodesArgs(t, ctx, lab, bin, append(append([]string{}, labArgs...), extra...), names...)
+}
+
+// startServerNodesArgs starts servers with args instead of labArgs; the
+// servers are dialed at their QUIC or TCP port 4001, whichever args make
+// them listen on.
+func startServerNodesArgs(t *testing.T, ctx context.Context, lab *natlab.Lab, bin string, args []string, names ...string) []serverNode {
+	t.Helper()
+	transport := "udp/4001/quic-v1"
+	if slices.Contains(args, "/ip4/0.0.0.0/tcp/4001") {
+		transport = "tcp/4001"
+	}
 	var out []serverNode
 	var boot []string
 	for _, name := range names {
 		h := lab.Host(name)
-		args := append(append([]string{"node", "--json", "--mode", "public"}, labArgs...), extra...)
+		args := append([]string{"node", "--json", "--mode", "public"}, args...)
 		if len(boot) > 0 {
 			args = append(args, "--bootstrap", strings.Join(boot, ","))
 		}
@@ -85,7 +98,7 @@ func startServerNodes(t *testing.T, ctx context.Context, lab *natlab.Lab, bin st
 		if err := p.NextJSON(ctx, &rl); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		s := serverNode{id: rl.PeerID, boot: "/ip4/" + h.Addr().String() + "/udp/4001/quic-v1/p2p/" + rl.PeerID, host: h, proc: p}
+		s := serverNode{id: rl.PeerID, boot: "/ip4/" + h.Addr().String() + "/" + transport + "/p2p/" + rl.PeerID, host: h, proc: p}
 		boot = append(boot, s.boot)
 		out = append(out, s)
 	}

@@ -11,9 +11,15 @@ import (
 
 // TestSprayPunch: peers behind a port-restricted router and behind a
 // symmetric router (random ports) connect directly, which only a spray
-// punch can do, whichever side connects: the connection starts on a relay
-// and becomes direct.
+// punch can do, whichever side connects, over QUIC and over TCP: the
+// connection starts on a relay and becomes direct.
 func TestSprayPunch(t *testing.T) {
+	for _, transport := range []string{"quic", "tcp"} {
+		t.Run(transport, func(t *testing.T) { testSprayPunch(t, transport) })
+	}
+}
+
+func testSprayPunch(t *testing.T, transport string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	bin := buildForLab(t, ctx)
@@ -29,17 +35,24 @@ func TestSprayPunch(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lab.Close() })
-	boot := strings.Join(startServers(t, ctx, lab, bin, "server1", "server2"), ",")
+	args := append([]string{}, labArgs...)
+	if transport == "tcp" {
+		args = []string{"--public-ranges", natlab.InternetPrefix().String(), "--listen", "/ip4/0.0.0.0/tcp/4001"}
+	}
+	var boot string
+	for _, s := range startServerNodesArgs(t, ctx, lab, bin, args, "server1", "server2") {
+		boot = strings.TrimPrefix(boot+","+s.boot, ",")
+	}
 	cfg := Config{Binary: bin}
 	for _, pair := range []struct{ from, to, kind string }{{"alice", "bob", "symmetric"}, {"dave", "carol", "port-restricted"}} {
 		t.Run(pair.from+"-to-"+pair.to, func(t *testing.T) {
-			target := startTarget(ctx, lab, cfg, pair.kind, append([]string{"--json", "--nat-timeouts", "2s", "--tcp-holds", "none"}, labArgs...), boot, lab.Host(pair.to))
+			target := startTarget(ctx, lab, cfg, pair.kind, append([]string{"--json", "--nat-timeouts", "2s", "--tcp-holds", "none"}, args...), boot, lab.Host(pair.to))
 			if target.err != nil {
 				t.Fatal(target.err)
 			}
 			defer target.proc.Stop(5 * time.Second)
 			p, err := lab.Host(pair.from).Start(ctx, bin, append([]string{"connect", "--json", "--mode", "private", "--bootstrap", boot,
-				"--timeout", "20s", "--direct-wait", "20s", "--wait-stdin", target.id}, labArgs...)...)
+				"--timeout", "20s", "--direct-wait", "20s", "--wait-stdin", target.id}, args...)...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -65,6 +78,9 @@ func TestSprayPunch(t *testing.T) {
 				t.Fatalf("connect: %v: %s\ntarget: %s", err, p.Stderr(), target.proc.Stderr())
 			}
 			t.Logf("%s reached %s: %+v", pair.from, pair.to, cl)
+			if testing.Verbose() {
+				t.Logf("%s: %s\n%s: %s", pair.from, p.Stderr(), pair.to, target.proc.Stderr())
+			}
 			if cl.Path != "hole-punched" {
 				t.Errorf("path %s, want hole-punched\n%s: %s\n%s: %s", cl.Path, pair.from, p.Stderr(), pair.to, target.proc.Stderr())
 			}
