@@ -142,9 +142,9 @@ type PunchService struct {
 	total   *rate.Limiter             // guarded by mu
 	perPeer map[peer.ID]*rate.Limiter // guarded by mu
 
-	forwarders int                               // guarded by mu
+	forwarders int                     // guarded by mu
 	forwarded  map[string]ma.Multiaddr // thin waist of a forwarder's local end: the peer's address; guarded by mu
-	probes     uint64                            // spray probes sent; guarded by mu
+	probes     uint64                  // spray probes sent; guarded by mu
 }
 
 // PunchOption configures a PunchService.

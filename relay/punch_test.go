@@ -164,7 +164,7 @@ func TestPunchWire(t *testing.T) {
 		t.Errorf("trailing byte: %v", err)
 	}
 	bad := bytes.Clone(b[2:])
-	bad[2] = 0x10 // an unknown NAT flag
+	bad[2] = 0x20 // an unknown NAT flag
 	if _, err := parsePunchMsg(bad); !errors.Is(err, errMalformed) {
 		t.Errorf("unknown NAT flag: %v", err)
 	}
