@@ -63,11 +63,10 @@ func loopbackIfUnspecified(ap netip.AddrPort) netip.AddrPort {
 func greet(c net.Conn, token [8]byte) error {
 	c.SetDeadline(time.Now().Add(tcpGreeting))
 	defer c.SetDeadline(time.Time{})
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.Write(sprayPacket(sprayAnswer, token))
-		errc <- err
-	}()
+	// Both ends write first: 13 bytes fit in any socket buffer.
+	if _, err := c.Write(sprayPacket(sprayAnswer, token)); err != nil {
+		return err
+	}
 	buf := make([]byte, sprayPacketLen)
 	if _, err := io.ReadFull(c, buf); err != nil {
 		return err
@@ -75,7 +74,7 @@ func greet(c net.Conn, token [8]byte) error {
 	if kind, ok := parseSprayPacket(buf, token); !ok || kind != sprayAnswer {
 		return errors.New("relay: spray: a stranger's greeting")
 	}
-	return <-errc
+	return nil
 }
 
 // catchTCP dials dst from spraySockets sockets and waits up to sprayWait
@@ -259,7 +258,9 @@ func (s *PunchService) spliceTCP(out net.Conn, remote netip.AddrPort, inner func
 		s.forwarded[key] = remoteAddr(true, remote)
 		s.mu.Unlock()
 	}
+	done := make(chan struct{})
 	stop := sync.OnceFunc(func() {
+		close(done)
 		out.Close()
 		in.Close()
 	})
@@ -272,17 +273,14 @@ func (s *PunchService) spliceTCP(out net.Conn, remote netip.AddrPort, inner func
 		defer stop()
 		io.Copy(out, in)
 	})
-	done := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-s.ctx.Done():
-		stop()
-		<-done
-	case <-done:
-	}
+	wg.Go(func() {
+		select {
+		case <-s.ctx.Done():
+			stop()
+		case <-done:
+		}
+	})
+	wg.Wait()
 	if key != "" {
 		s.mu.Lock()
 		delete(s.forwarded, key)
