@@ -322,27 +322,18 @@ func awaitProbe(c *net.UDPConn, token [8]byte, dsts []netip.AddrPort) (netip.Add
 // and the host's QUIC listener at listen, until either side is idle for
 // forwardIdle or the service closes.
 func (s *PunchService) forwardTo(out *net.UDPConn, remote, listen netip.AddrPort) {
-	s.mu.Lock()
-	full := s.forwarders >= maxForwarders
-	if !full {
-		s.forwarders++
-	}
-	s.mu.Unlock()
-	if full {
+	if !s.startForwarding() {
 		out.Close()
 		return
 	}
+	defer s.doneForwarding()
 	in, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(listen))
 	if err != nil {
 		out.Close()
-		s.doneForwarding()
 		return
 	}
 	ia := in.LocalAddr().(*net.UDPAddr).AddrPort()
-	inner := netip.AddrPortFrom(ia.Addr().Unmap(), ia.Port())
-	s.mu.Lock()
-	s.forwarded[forwardKey(false, inner)] = remoteAddr(false, remote)
-	s.mu.Unlock()
+	defer s.track(forwardKey(false, netip.AddrPortFrom(ia.Addr().Unmap(), ia.Port())), remoteAddr(false, remote))()
 	var wg sync.WaitGroup
 	done := make(chan struct{})
 	stop := sync.OnceFunc(func() {
@@ -386,16 +377,36 @@ func (s *PunchService) forwardTo(out *net.UDPConn, remote, listen netip.AddrPort
 		}
 	})
 	wg.Wait()
+}
+
+// startForwarding counts a forwarder in, unless maxForwarders run.
+func (s *PunchService) startForwarding() bool {
 	s.mu.Lock()
-	delete(s.forwarded, forwardKey(false, inner))
-	s.mu.Unlock()
-	s.doneForwarding()
+	defer s.mu.Unlock()
+	if s.forwarders >= maxForwarders {
+		return false
+	}
+	s.forwarders++
+	return true
 }
 
 func (s *PunchService) doneForwarding() {
 	s.mu.Lock()
 	s.forwarders--
 	s.mu.Unlock()
+}
+
+// track has Forwarded name remote as the peer of the host's connection
+// whose remote address is key, until the returned function is called.
+func (s *PunchService) track(key string, remote ma.Multiaddr) (untrack func()) {
+	s.mu.Lock()
+	s.forwarded[key] = remote
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		delete(s.forwarded, key)
+		s.mu.Unlock()
+	}
 }
 
 // spray sends probes from the host's QUIC socket to ip at random ports

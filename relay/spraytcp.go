@@ -234,13 +234,7 @@ func (s *PunchService) sprayDialTCP(ctx context.Context, token [8]byte, p peer.I
 // service does. The host's connection through it names remote as its
 // peer's address (Forwarded) while it lasts.
 func (s *PunchService) spliceTCP(out net.Conn, remote netip.AddrPort, inner func() (net.Conn, error)) {
-	s.mu.Lock()
-	full := s.forwarders >= maxForwarders
-	if !full {
-		s.forwarders++
-	}
-	s.mu.Unlock()
-	if full {
+	if !s.startForwarding() {
 		out.Close()
 		return
 	}
@@ -251,12 +245,8 @@ func (s *PunchService) spliceTCP(out net.Conn, remote netip.AddrPort, inner func
 		return
 	}
 	// The host's connection comes from, or goes to, in's local end.
-	var key string
 	if ta, ok := in.LocalAddr().(*net.TCPAddr); ok {
-		key = forwardKey(true, netip.AddrPortFrom(ta.AddrPort().Addr().Unmap(), ta.AddrPort().Port()))
-		s.mu.Lock()
-		s.forwarded[key] = remoteAddr(true, remote)
-		s.mu.Unlock()
+		defer s.track(forwardKey(true, netip.AddrPortFrom(ta.AddrPort().Addr().Unmap(), ta.AddrPort().Port())), remoteAddr(true, remote))()
 	}
 	done := make(chan struct{})
 	stop := sync.OnceFunc(func() {
@@ -281,9 +271,4 @@ func (s *PunchService) spliceTCP(out net.Conn, remote netip.AddrPort, inner func
 		}
 	})
 	wg.Wait()
-	if key != "" {
-		s.mu.Lock()
-		delete(s.forwarded, key)
-		s.mu.Unlock()
-	}
 }
