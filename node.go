@@ -90,6 +90,7 @@ type Node struct {
 	tcpStarted   bool                         // guarded by mu; TCP lifetime measured since the last reset
 	tcpCancel    context.CancelFunc           // guarded by mu; stops the TCP lifetime measurement
 	upgrades     map[peer.ID]*upgrading       // guarded by mu; relayed connections being made direct
+	services     map[string]bool              // guarded by mu; services handled (Handle)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -145,6 +146,7 @@ func New(ctx context.Context, opts ...Option) (_ *Node, err error) {
 		advertised: map[string]struct{}{},
 		noTCP:      map[peer.ID]time.Time{},
 		upgrades:   map[peer.ID]*upgrading{},
+		services:   map[string]bool{},
 	}
 	defer func() {
 		if err != nil {
