@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/p2pos/rendezvous"
+	"github.com/p2pos/rendezvous/plugin"
 	"github.com/p2pos/rendezvous/relay"
 	"github.com/p2pos/rendezvous/scope"
 )
@@ -41,6 +43,7 @@ func runNode(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	var nf nodeFlags
 	nf.register(fs, "auto")
 	jsonOut := fs.Bool("json", false, "print JSON lines instead of text")
+	plugins := fs.String("plugins", "", "serve plugins as the JSON configuration in `FILE` allows (tokens, services),\non the Unix socket plugins.sock in --data-dir")
 	rest, err := parseArgs(fs, args, stdout)
 	if err != nil {
 		return err
@@ -56,16 +59,34 @@ func runNode(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	var pcfg *plugin.Config
+	if *plugins != "" {
+		if nf.dataDir == "" {
+			return usageErrorf("--plugins needs --data-dir, where the socket goes")
+		}
+		if pcfg, err = plugin.LoadConfig(*plugins); err != nil {
+			return usageError{err}
+		}
+	}
 
 	n, err := rendezvous.New(ctx, opts...)
 	if err != nil {
 		return startError(err)
+	}
+	var srv *plugin.Server
+	if pcfg != nil {
+		if srv, err = plugin.Listen(n, filepath.Join(nf.dataDir, "plugins.sock"), pcfg); err != nil {
+			return errors.Join(err, n.Close())
+		}
 	}
 	p := &nodePrinter{w: stdout, json: *jsonOut, node: n, boot: bootstrapAddrs(n, sc)}
 	// The first node of a network has no one to publish its record to:
 	// it is ready as soon as it runs.
 	first := len(nf.bootstrapAddrs()) == 0
 	err = p.follow(ctx, first)
+	if srv != nil {
+		srv.Close() // the plugins' streams end before the node's
+	}
 	if cerr := n.Close(); cerr != nil {
 		return errors.Join(err, closeError(cerr))
 	}
