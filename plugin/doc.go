@@ -80,7 +80,7 @@
 // not handle the service), 6 the network failed, 7 a request that makes no
 // sense (a bad name, an ID in use).
 //
-// Flow control: each side may send 262144 DATA bytes on a new stream, and
+// Flow control: each side may send 1048576 DATA bytes on a new stream, and
 // then only as many more as the other side granted with WINDOW. A side
 // grants what its application read (the Go SDK in batches of half that
 // window), so a slow reader slows the writer down, across the nodes to the

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -35,9 +36,13 @@ func newMux(c net.Conn, handle func(frame) error) *mux {
 
 // write sends one frame. A failed write closes the mux.
 func (m *mux) write(f frame) error {
-	b := appendFrame(make([]byte, 0, headerLen+len(f.payload)), f)
+	var h [headerLen]byte
+	h[0] = f.typ
+	binary.BigEndian.PutUint32(h[1:5], f.id)
+	binary.BigEndian.PutUint32(h[5:9], uint32(len(f.payload)))
+	bufs := net.Buffers{h[:], f.payload} // one writev, no copy
 	m.wmu.Lock()
-	_, err := m.c.Write(b)
+	_, err := bufs.WriteTo(m.c)
 	m.wmu.Unlock()
 	if err != nil {
 		m.close(fmt.Errorf("plugin: write: %w", err))
@@ -48,8 +53,9 @@ func (m *mux) write(f frame) error {
 // run reads frames until the socket fails or a frame breaks the protocol.
 // It returns why the mux closed.
 func (m *mux) run() error {
+	r := bufio.NewReaderSize(m.c, 16<<10)
 	for {
-		f, err := readFrame(m.c)
+		f, err := readFrame(r)
 		if err != nil {
 			if errors.Is(err, ErrMalformed) && m.broken != nil {
 				m.broken(err)
@@ -155,6 +161,12 @@ func (m *mux) stream(id uint32) *Stream {
 	return m.streams[id]
 }
 
+// chunk is a DATA payload, read up to off.
+type chunk struct {
+	b   []byte
+	off int
+}
+
 // StreamInfo says what a stream reaches.
 type StreamInfo struct {
 	// Peer is the remote peer's ID, as text.
@@ -174,8 +186,9 @@ type Stream struct {
 	info StreamInfo
 
 	mu         sync.Mutex
-	changed    chan struct{} // signalled (capacity 1) when any state below changes
-	buf        []byte        // received, not read yet
+	readable   chan struct{} // signalled (capacity 1) when a reader may go on
+	writable   chan struct{} // signalled (capacity 1) when a writer may go on
+	buf        []chunk       // received, not read yet: DATA payloads in order
 	recvLeft   int64         // DATA bytes the other side may still send
 	consumed   int64         // bytes read since the last WINDOW sent
 	sendLeft   int64         // DATA bytes this side may still send
@@ -187,16 +200,30 @@ type Stream struct {
 }
 
 func newStream(m *mux, id uint32, info StreamInfo) *Stream {
-	return &Stream{m: m, id: id, info: info, changed: make(chan struct{}, 1),
+	return &Stream{m: m, id: id, info: info, readable: make(chan struct{}, 1), writable: make(chan struct{}, 1),
 		recvLeft: InitialWindow, sendLeft: InitialWindow}
 }
 
 // Info says what the stream reaches.
 func (s *Stream) Info() StreamInfo { return s.info }
 
+// signal wakes a reader and a writer that wait, if any: a reader and a
+// writer may wait at once, each on its own channel.
 func (s *Stream) signal() {
+	s.signalRead()
+	s.signalWrite()
+}
+
+func (s *Stream) signalRead() {
 	select {
-	case s.changed <- struct{}{}:
+	case s.readable <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Stream) signalWrite() {
+	select {
+	case s.writable <- struct{}{}:
 	default:
 	}
 }
@@ -212,10 +239,12 @@ func (s *Stream) received(p []byte) error {
 		return fmt.Errorf("%w: %d DATA bytes on stream %d, %d granted", ErrMalformed, len(p), s.id, s.recvLeft)
 	}
 	s.recvLeft -= int64(len(p))
-	if !s.readClosed && s.err == nil {
-		s.buf = append(s.buf, p...)
+	if !s.readClosed && s.err == nil && len(p) > 0 {
+		s.buf = append(s.buf, chunk{b: p}) // readFrame made p for this frame alone
+	} else {
+		putPayload(p)
 	}
-	s.signal()
+	s.signalRead()
 	return nil
 }
 
@@ -227,7 +256,7 @@ func (s *Stream) granted(n uint32) error {
 		return fmt.Errorf("%w: window of stream %d over %d", ErrMalformed, s.id, maxWindow)
 	}
 	s.sendLeft += int64(n)
-	s.signal()
+	s.signalWrite()
 	return nil
 }
 
@@ -265,10 +294,10 @@ func (s *Stream) fail(err error) {
 	s.mu.Unlock()
 }
 
-// wait waits for a change of the stream's state, the deadline d, or the
-// mux's end. It returns os.ErrDeadlineExceeded when d passed. s.mu is
-// held, and held again on return.
-func (s *Stream) wait(d time.Time) error {
+// wait waits for a signal on ch, the deadline d, or the mux's end. It
+// returns os.ErrDeadlineExceeded when d passed. s.mu is held, and held
+// again on return.
+func (s *Stream) wait(ch chan struct{}, d time.Time) error {
 	var timeout <-chan time.Time
 	if !d.IsZero() {
 		left := time.Until(d)
@@ -282,7 +311,7 @@ func (s *Stream) wait(d time.Time) error {
 	s.mu.Unlock()
 	defer s.mu.Lock()
 	select {
-	case <-s.changed:
+	case <-ch:
 		return nil
 	case <-timeout:
 		return os.ErrDeadlineExceeded
@@ -294,21 +323,73 @@ func (s *Stream) wait(d time.Time) error {
 // Read reads what the other side sent. It returns io.EOF once the other
 // side closed its writing side and everything was read.
 func (s *Stream) Read(b []byte) (int, error) {
+	n := 0
+	err := s.take(func(p []byte) int {
+		c := copy(b[n:], p)
+		n += c
+		return c
+	}, func() bool { return n == len(b) })
+	return n, err
+}
+
+// WriteTo writes what the other side sends to w until its end of file,
+// without copying it first: io.Copy uses it.
+func (s *Stream) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		var werr error
+		err := s.take(func(p []byte) int {
+			n, err := w.Write(p)
+			total += int64(n)
+			if err != nil {
+				werr = err
+			}
+			return n
+		}, func() bool { return werr != nil })
+		switch {
+		case werr != nil:
+			return total, werr
+		case err == io.EOF:
+			return total, nil
+		case err != nil:
+			return total, err
+		}
+	}
+}
+
+// take waits for received bytes, hands them to use (which returns how
+// many it used) until full says to stop or none are left, and grants the
+// other side what was used, in batches of half a window. It returns
+// io.EOF at the end of the stream.
+func (s *Stream) take(use func([]byte) int, full func() bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for {
 		switch {
 		case s.err != nil:
-			return 0, s.err
+			return s.err
 		case s.readClosed:
-			return 0, net.ErrClosed
+			return net.ErrClosed
 		case len(s.buf) > 0:
-			n := copy(b, s.buf)
-			s.buf = s.buf[n:]
-			if len(s.buf) == 0 {
-				s.buf = nil
+			n := 0
+			for !full() && len(s.buf) > 0 {
+				head := s.buf[0]
+				s.mu.Unlock() // use may block (WriteTo's writer)
+				c := use(head.b[head.off:])
+				s.mu.Lock()
+				if s.err != nil || len(s.buf) == 0 {
+					return s.err
+				}
+				n += c
+				if s.buf[0].off += c; s.buf[0].off == len(s.buf[0].b) {
+					putPayload(s.buf[0].b)
+					s.buf[0] = chunk{}
+					s.buf = s.buf[1:]
+				}
+				if c < len(head.b)-head.off {
+					break
+				}
 			}
-			// Grant what was read back, in batches of half a window.
 			s.consumed += int64(n)
 			if s.consumed >= InitialWindow/2 {
 				grant := s.consumed
@@ -320,15 +401,41 @@ func (s *Stream) Read(b []byte) (int, error) {
 				s.m.write(frame{typ: frameWindow, id: s.id, payload: p[:]})
 				s.mu.Lock()
 			}
-			return n, nil
+			return nil
 		case s.readEOF:
-			return 0, io.EOF
+			return io.EOF
 		}
-		if err := s.wait(s.rdl); err != nil {
-			return 0, err
+		if err := s.wait(s.readable, s.rdl); err != nil {
+			return err
 		}
 		if s.m.closeErr() != nil && s.err == nil && len(s.buf) == 0 && !s.readEOF {
 			s.err = fmt.Errorf("plugin: session closed: %w", s.m.closeErr())
+		}
+	}
+}
+
+// ReadFrom sends what r yields until its end of file, as the window
+// allows, in frames of up to MaxPayload bytes read straight into them:
+// io.Copy uses it.
+func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
+	var total int64
+	// Write sends the frame before it returns: the buffer is free again.
+	buf := getPayload(MaxPayload)
+	defer putPayload(buf)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			w, werr := s.Write(buf[:n])
+			total += int64(w)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
 		}
 	}
 }
@@ -360,7 +467,7 @@ func (s *Stream) Write(b []byte) (int, error) {
 			written += int(n)
 			continue
 		}
-		if err := s.wait(s.wdl); err != nil {
+		if err := s.wait(s.writable, s.wdl); err != nil {
 			return written, err
 		}
 	}

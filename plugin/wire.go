@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // Frame types. See the package doc for what each carries.
@@ -34,7 +35,7 @@ const (
 	MaxPayload = 64 << 10
 	// InitialWindow is how many DATA bytes either side may send on a new
 	// stream before the other grants more with WINDOW.
-	InitialWindow = 256 << 10
+	InitialWindow = 1 << 20
 	// maxWindow bounds what a side may be granted on a stream in all.
 	maxWindow = 1 << 30
 	// Version is the protocol version a HELLO carries.
@@ -79,7 +80,7 @@ func readFrame(r io.Reader) (frame, error) {
 	if n > MaxPayload {
 		return frame{}, fmt.Errorf("%w: payload of %d bytes, at most %d", ErrMalformed, n, MaxPayload)
 	}
-	f.payload = make([]byte, n)
+	f.payload = getPayload(int(n))
 	if _, err := io.ReadFull(r, f.payload); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
@@ -87,6 +88,27 @@ func readFrame(r io.Reader) (frame, error) {
 		return frame{}, err
 	}
 	return f, nil
+}
+
+// Large payloads come from a pool, and go back to it once read
+// (putPayload): a stream at full speed would otherwise allocate 64 KiB a
+// frame.
+var payloads = sync.Pool{New: func() any { return new([MaxPayload]byte) }}
+
+const pooledPayload = 4 << 10 // smaller payloads are allocated
+
+func getPayload(n int) []byte {
+	if n < pooledPayload {
+		return make([]byte, n)
+	}
+	return payloads.Get().(*[MaxPayload]byte)[:n]
+}
+
+// putPayload returns p to the pool if it came from it.
+func putPayload(p []byte) {
+	if cap(p) == MaxPayload {
+		payloads.Put((*[MaxPayload]byte)(p[:MaxPayload]))
+	}
 }
 
 // appendFrame appends f's encoding to b.
