@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -43,14 +44,27 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("plugin: config: %w", err)
 	}
-	var c Config
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
+	c, err := ParseConfig(b)
+	if err != nil {
 		return nil, fmt.Errorf("plugin: config %s: %w", path, err)
 	}
+	return c, nil
+}
+
+// ParseConfig parses and checks a Config in JSON. Unknown fields are
+// errors: a misspelt grant should not pass unnoticed.
+func ParseConfig(b []byte) (*Config, error) {
+	var c Config
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("data after the configuration")
+	}
 	if err := c.Check(); err != nil {
-		return nil, fmt.Errorf("plugin: config %s: %w", path, err)
+		return nil, err
 	}
 	return &c, nil
 }

@@ -127,6 +127,16 @@ func TestPluginStreams(t *testing.T) {
 	if s.Info().Peer != p.b.ID().String() || s.Info().Service != "chat/1" {
 		t.Fatalf("stream info %+v", s.Info())
 	}
+	// Another session of the same plugin cannot touch the stream: its
+	// IDs are its own.
+	raw, err := net.Dial("unix", p.sa.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.Write(appendFrame(nil, frame{typ: frameHello, payload: append([]byte{Version}, tokenA...)}))
+	raw.Write(appendFrame(nil, frame{typ: frameReset, id: s.id, payload: []byte("not yours")}))
+	raw.Write(appendFrame(nil, frame{typ: frameData, id: s.id, payload: []byte("nor this")}))
+	raw.Close()
 	exchange(t, s, 1<<20)
 
 	rec, err := ca.Lookup(ctx, p.b.ID().String())
@@ -273,6 +283,41 @@ func FuzzReadFrame(f *testing.F) {
 		}
 		if out := appendFrame(nil, fr); !bytes.Equal(out, b[:len(out)]) {
 			t.Fatalf("re-encoded %x from %x", out, b)
+		}
+	})
+}
+
+func FuzzParseOpen(f *testing.F) {
+	f.Add(append(appendField(nil, []byte("12D3KooWGieGVbRfiLBt6RkfEGnqazHevw5sdKDjh2xDQsXdMEhD")), "chat/1"...))
+	f.Add([]byte{5, 'a', 'b'})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, svc, err := parseOpen(b)
+		if err != nil {
+			return
+		}
+		if rendezvous.CheckService(svc) != nil || p.Validate() != nil {
+			t.Fatalf("accepted peer %q, service %q", p, svc)
+		}
+	})
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(`{"plugins":[{"name":"chat","token":"0123456789abcdefgh","register":["chat/1"],"open":["chat/*"]}]}`))
+	f.Add([]byte(`{"plugins":[{"name":"a","token":"short"}]}`))
+	f.Add([]byte(`{"plugins":[]} {}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseConfig(b)
+		if err != nil {
+			return
+		}
+		if err := c.Check(); err != nil {
+			t.Fatalf("parsed a config that does not check: %v", err)
+		}
+		for _, g := range c.Plugins {
+			if len(g.Token) < MinTokenLen {
+				t.Fatalf("token %q accepted", g.Token)
+			}
 		}
 	})
 }

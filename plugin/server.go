@@ -346,19 +346,32 @@ func (ss *session) incoming(st *rendezvous.Stream) {
 	ss.bridge(ms, st) // on the node's handler goroutine
 }
 
-func (ss *session) open(f frame, g *Grant) error {
-	pid, rest, err := field(f.payload)
+// parseOpen reads an OPEN payload: the peer's ID (as text, after a
+// 1-byte length), then the service. A payload that breaks the format
+// wraps ErrMalformed; a bad peer ID or service name does not.
+func parseOpen(payload []byte) (peer.ID, string, error) {
+	pid, rest, err := field(payload)
 	if err != nil {
-		return ss.fatal(CodeMalformed, "OPEN: "+err.Error())
+		return "", "", fmt.Errorf("OPEN: %w", err)
+	}
+	p, err := peer.Decode(string(pid))
+	if err != nil {
+		return "", "", fmt.Errorf("bad peer ID: %v", err)
 	}
 	svc := string(rest)
-	p, err := peer.Decode(string(pid))
+	if err := rendezvous.CheckService(svc); err != nil {
+		return "", "", err
+	}
+	return p, svc, nil
+}
+
+func (ss *session) open(f frame, g *Grant) error {
+	p, svc, err := parseOpen(f.payload)
 	switch {
+	case errors.Is(err, ErrMalformed):
+		return ss.fatal(CodeMalformed, err.Error())
 	case err != nil:
-		ss.fail(f.id, CodeBadRequest, "bad peer ID: "+err.Error())
-		return nil
-	case rendezvous.CheckService(svc) != nil:
-		ss.fail(f.id, CodeBadRequest, rendezvous.CheckService(svc).Error())
+		ss.fail(f.id, CodeBadRequest, err.Error())
 		return nil
 	case !grants(g.Open, svc):
 		ss.fail(f.id, CodeNotGranted, fmt.Sprintf("plugin %s may not open %s", g.Name, svc))
