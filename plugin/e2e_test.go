@@ -200,12 +200,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tn.Close()
-	var boot []string
-	for _, ai := range tn.Bootstrap() {
-		for _, a := range ai.Addrs {
-			boot = append(boot, a.String()+"/p2p/"+ai.ID.String())
-		}
-	}
+	boot := tn.BootstrapAddrs()
 	type node struct {
 		id, dir string
 	}

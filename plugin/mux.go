@@ -534,26 +534,26 @@ func (s *Stream) resetWith(msg string) {
 	}
 }
 
-func (s *Stream) SetDeadline(t time.Time) error {
-	s.mu.Lock()
-	s.rdl, s.wdl = t, t
-	s.signal()
-	s.mu.Unlock()
-	return nil
-}
+// SetDeadline sets the read and write deadlines.
+func (s *Stream) SetDeadline(t time.Time) error { return s.setDeadlines(&t, &t) }
 
-func (s *Stream) SetReadDeadline(t time.Time) error {
-	s.mu.Lock()
-	s.rdl = t
-	s.signal()
-	s.mu.Unlock()
-	return nil
-}
+// SetReadDeadline sets the read deadline: a Read waiting past it fails
+// with os.ErrDeadlineExceeded.
+func (s *Stream) SetReadDeadline(t time.Time) error { return s.setDeadlines(&t, nil) }
 
-func (s *Stream) SetWriteDeadline(t time.Time) error {
+// SetWriteDeadline sets the write deadline: a Write waiting past it for
+// the other side's window fails with os.ErrDeadlineExceeded.
+func (s *Stream) SetWriteDeadline(t time.Time) error { return s.setDeadlines(nil, &t) }
+
+func (s *Stream) setDeadlines(r, w *time.Time) error {
 	s.mu.Lock()
-	s.wdl = t
-	s.signal()
+	if r != nil {
+		s.rdl = *r
+	}
+	if w != nil {
+		s.wdl = *w
+	}
+	s.signal() // waiting calls look at their deadline again
 	s.mu.Unlock()
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -138,6 +139,17 @@ func TestPluginStreams(t *testing.T) {
 	raw.Write(appendFrame(nil, frame{typ: frameData, id: s.id, payload: []byte("nor this")}))
 	raw.Close()
 	exchange(t, s, 1<<20)
+
+	// Deadlines: a read with nothing to read fails at its deadline.
+	s2, err := ca.Open(ctx, p.b.ID().String(), "chat/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := s2.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past its deadline: %v", err)
+	}
+	s2.Close()
 
 	rec, err := ca.Lookup(ctx, p.b.ID().String())
 	if err != nil || rec.PeerID != p.b.ID().String() || len(rec.RelayAddrs) == 0 {

@@ -81,12 +81,7 @@ func TestChat(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tn.Close()
-	var boot []string
-	for _, ai := range tn.Bootstrap() {
-		for _, a := range ai.Addrs {
-			boot = append(boot, a.String()+"/p2p/"+ai.ID.String())
-		}
-	}
+	boot := tn.BootstrapAddrs()
 	const token = "chat-plugin-token-0123456789"
 	srv, err := plugin.Listen(tn.Private[0], filepath.Join(t.TempDir(), "plugins.sock"),
 		&plugin.Config{Plugins: []plugin.Grant{{Name: "chat", Token: token, Register: []string{service}, Open: []string{service}}}})

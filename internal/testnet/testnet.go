@@ -207,6 +207,18 @@ func (n *Network) Bootstrap() []peer.AddrInfo {
 	return out
 }
 
+// BootstrapAddrs returns the public nodes' addresses as a command line
+// takes them: multiaddrs ending in /p2p/<peer ID>.
+func (n *Network) BootstrapAddrs() []string {
+	var out []string
+	for _, ai := range n.Bootstrap() {
+		for _, a := range ai.Addrs {
+			out = append(out, a.String()+"/p2p/"+ai.ID.String())
+		}
+	}
+	return out
+}
+
 func (n *Network) start(ctx context.Context, r rendezvous.Reachability, boot []peer.AddrInfo, extra ...rendezvous.Option) (*rendezvous.Node, error) {
 	opts := append(BaseOptions(n.cfg.Transport), rendezvous.WithReachability(r), rendezvous.WithBootstrap(boot...))
 	opts = append(opts, n.cfg.Options...)
