@@ -333,3 +333,52 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestPluginBackpressure: a plugin that does not read its stream holds
+// up the writer on the other peer: writes stop within the windows of the
+// way (the plugins', the nodes' streams), instead of piling up in memory.
+func TestPluginBackpressure(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p := newPair(t, ctx)
+	ca, cb := dial(t, ctx, p.sa, tokenA), dial(t, ctx, p.sb, tokenB)
+	l, err := cb.Register(ctx, "chat/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan *Stream, 1)
+	go func() {
+		if s, err := l.AcceptStream(ctx); err == nil {
+			accepted <- s // and never read
+		}
+	}()
+	s, err := ca.Open(ctx, p.b.ID().String(), "chat/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 64<<10)
+	var written int64
+	const bound = 256 << 20
+	for written < bound {
+		s.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		n, err := s.Write(chunk)
+		written += int64(n)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if written >= bound {
+		t.Fatalf("wrote %d bytes to a reader that reads nothing", written)
+	}
+	t.Logf("the writer stopped after %.1f MB", float64(written)/1e6)
+	// Once b reads, the writer goes on.
+	r := <-accepted
+	go io.Copy(io.Discard, r)
+	s.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := s.Write(chunk); err != nil {
+		t.Fatalf("write after the reader started: %v", err)
+	}
+}
