@@ -223,6 +223,7 @@ func TestEndToEnd(t *testing.T) {
 		var ready struct {
 			Event   string   `json:"event"`
 			PeerID  string   `json:"peer_id"`
+			Plugins string   `json:"plugins"`
 			Publish *publish `json:"publish"`
 			Status  struct {
 				Publish *publish `json:"publish"`
@@ -231,6 +232,9 @@ func TestEndToEnd(t *testing.T) {
 		// Ready, and published with a relay: the other node reaches it
 		// through one.
 		p.next(t, ctx, &ready, func() bool { return ready.Event == "ready" })
+		if ready.Plugins != filepath.Join(dir, "plugins.sock") {
+			t.Fatalf("ready line names plugin socket %q", ready.Plugins)
+		}
 		id := ready.PeerID
 		for pub := ready.Status.Publish; pub == nil || len(pub.RelayAddrs) == 0; pub = ready.Publish {
 			ready.Publish = nil

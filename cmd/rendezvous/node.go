@@ -80,6 +80,9 @@ func runNode(ctx context.Context, args []string, stdout io.Writer) (err error) {
 		}
 	}
 	p := &nodePrinter{w: stdout, json: *jsonOut, node: n, boot: bootstrapAddrs(n, sc)}
+	if srv != nil {
+		p.plugins = srv.Path()
+	}
 	// The first node of a network has no one to publish its record to:
 	// it is ready as soon as it runs.
 	first := len(nf.bootstrapAddrs()) == 0
@@ -153,6 +156,8 @@ type nodePrinter struct {
 	json bool
 	node *rendezvous.Node
 	boot []string // addresses to bootstrap from this node
+	// plugins is the plugin socket's path, if the node serves plugins.
+	plugins string
 	// readyPub is the publish the ready line reported.
 	readyPub *rendezvous.PublishStatus
 }
@@ -182,17 +187,22 @@ func (p *nodePrinter) started() error {
 	default:
 		t.row("bootstrap with", p.boot...)
 	}
+	if p.plugins != "" {
+		t.row("plugins", "served on "+p.plugins)
+	}
 	return t.flush()
 }
 
 // readyLine is the first JSON line of a node.
 type readyLine struct {
-	Event  string            `json:"event"`
-	Time   time.Time         `json:"time"`
-	PeerID string            `json:"peer_id"`
-	Addrs  []string          `json:"addrs"`
-	First  bool              `json:"first_node,omitempty"`
-	Status rendezvous.Status `json:"status"`
+	Event  string    `json:"event"`
+	Time   time.Time `json:"time"`
+	PeerID string    `json:"peer_id"`
+	Addrs  []string  `json:"addrs"`
+	// Plugins is the plugin socket's path, if the node serves plugins.
+	Plugins string            `json:"plugins,omitempty"`
+	First   bool              `json:"first_node,omitempty"`
+	Status  rendezvous.Status `json:"status"`
 }
 
 func (p *nodePrinter) ready(first bool) error {
@@ -200,7 +210,7 @@ func (p *nodePrinter) ready(first bool) error {
 	p.readyPub = st.Publish
 	if p.json {
 		return writeJSON(p.w, readyLine{
-			Event: "ready", Time: time.Now().UTC(), PeerID: st.PeerID,
+			Event: "ready", Time: time.Now().UTC(), PeerID: st.PeerID, Plugins: p.plugins,
 			Addrs: append([]string{}, p.boot...), First: first, Status: st,
 		})
 	}
