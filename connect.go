@@ -165,6 +165,11 @@ func (n *Node) dial(ctx context.Context, id peer.ID, rec *dht.Record) (network.C
 	if !n.goOwned(func() {
 		defer pcancel()
 		c, tr, err := n.punchSvc.PunchTraced(pctx, ri.ID, id, rec.Addrs, punchNAT(rec.NAT))
+		if err != nil && tr.SprayErr != nil && pctx.Err() == nil {
+			// A spray that missed (one in a few hundred) is tried once
+			// more, with new sockets.
+			c, tr, err = n.punchSvc.PunchTraced(pctx, ri.ID, id, rec.Addrs, punchNAT(rec.NAT))
+		}
 		if err != nil && tr.SprayErr != nil {
 			err = fmt.Errorf("%w (spray: %v)", err, tr.SprayErr)
 		}
@@ -348,7 +353,11 @@ func punchable(a, b dht.NATInfo) bool {
 	dependent := func(x dht.NATInfo) bool {
 		return x.Mapping == dht.AddressAndPortDependent || x.Mapping == dht.AddressDependent
 	}
-	strict := func(x dht.NATInfo) bool { return x.Filtering == dht.AddressAndPortDependent }
+	// Unknown filtering counts as strict: most routers filter by address
+	// and port.
+	strict := func(x dht.NATInfo) bool {
+		return x.Filtering != dht.EndpointIndependent && x.Filtering != dht.AddressDependent
+	}
 	switch {
 	case dependent(a) && dependent(b):
 		return false

@@ -57,9 +57,9 @@ func (n *Node) relaysChanged() {
 // recordContent is what the node publishes about itself.
 func (n *Node) recordContent() dht.Content {
 	r := n.Reachability()
-	n.mu.Lock()
-	info := n.natInfo
-	n.mu.Unlock()
+	// The survey's verdict, or, where it has none (UDP blocked, or not
+	// over yet), the mapping the DHT servers observed.
+	info := n.natInfoNow()
 	info.Reachability = r
 	c := dht.Content{NAT: info}
 	switch {

@@ -653,17 +653,33 @@ func (s *PunchService) PunchTraced(ctx context.Context, relayID, target peer.ID,
 		sprayErr = make(chan error, 1)
 		wg.Go(func() { sprayErr <- s.trySpray(ctx, token, target, ip, quic) })
 	}
-	c, err := WaitDirect(ctx, s.h, target)
-	if sprayErr != nil {
+	// A spray that fails ends the punch: nothing else opens such a pair.
+	direct := make(chan network.Conn, 1)
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	wg.Go(func() {
+		if c, err := WaitDirect(wctx, s.h, target); err == nil {
+			direct <- c
+		}
+	})
+	for {
 		select {
-		case tr.SprayErr = <-sprayErr:
-		default:
+		case c := <-direct:
+			return c, tr, nil
+		case err := <-sprayErr:
+			sprayErr = nil
+			if err == nil {
+				continue // sprayed and dialed: the connection is coming
+			}
+			tr.SprayErr = err
+			if c := BestConn(s.h, target); c != nil && !c.Stat().Limited && !IsRelayed(c.RemoteMultiaddr()) {
+				return c, tr, nil
+			}
+			return nil, tr, fmt.Errorf("%w: the spray missed: %w", ErrPunchFailed, err)
+		case <-ctx.Done():
+			return nil, tr, fmt.Errorf("%w: %w", ErrPunchFailed, ctx.Err())
 		}
 	}
-	if err != nil {
-		return nil, tr, fmt.Errorf("%w: %w", ErrPunchFailed, err)
-	}
-	return c, tr, nil
 }
 
 func containsAddr(list []ma.Multiaddr, a ma.Multiaddr) bool {
