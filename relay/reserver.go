@@ -309,10 +309,58 @@ func (r *Reserver) maintain(ctx context.Context) time.Duration {
 		}
 		r.mu.Unlock()
 	}
+	// A data relay found after the slots filled takes the place of the
+	// slowest other relay: relayed connections that cannot become direct
+	// last through it.
+	if ctx.Err() == nil && r.swapInDataRelay(ctx, now) {
+		changed = true
+	}
 	if changed && r.s.onChange != nil {
 		r.s.onChange()
 	}
 	return max(next, time.Second)
+}
+
+// swapInDataRelay reserves on a data relay when all slots are held and
+// none is one, and drops the slowest of the others. It reports whether
+// it did.
+func (r *Reserver) swapInDataRelay(ctx context.Context, now time.Time) bool {
+	r.mu.Lock()
+	full := len(r.held) >= r.s.count && r.s.count > 0
+	for id := range r.held {
+		if IsDataRelay(r.h, id) {
+			full = false
+		}
+	}
+	r.mu.Unlock()
+	if !full {
+		return false
+	}
+	cand := r.pick(now)
+	if cand == "" || !IsDataRelay(r.h, cand) {
+		return false
+	}
+	res, err := r.reserve(ctx, cand)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		r.backoff[cand] = now.Add(failBackoff)
+		return false
+	}
+	var victim peer.ID
+	var worst time.Duration = -1
+	for id := range r.held {
+		if lat := r.h.Peerstore().LatencyEWMA(id); lat > worst {
+			victim, worst = id, lat
+		}
+	}
+	if victim != "" {
+		delete(r.held, victim)
+		r.h.ConnManager().Unprotect(victim, ProtectTag)
+	}
+	r.held[cand] = res
+	r.s.log.Debugw("data relay swapped in", "relay", cand, "dropped", victim)
+	return true
 }
 
 // ProtectTag is the connection-manager tag the Reserver protects relays
