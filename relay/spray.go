@@ -235,9 +235,7 @@ func (s *PunchService) catch(token [8]byte, dsts []netip.AddrPort, release func(
 		release()
 		return errors.New("relay: spray: no QUIC listener or nowhere to send")
 	}
-	if listen.Addr().IsUnspecified() {
-		listen = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), listen.Port())
-	}
+	listen = loopbackIfUnspecified(listen)
 	socks := make([]*net.UDPConn, 0, spraySockets)
 	closeAll := func(except *net.UDPConn) {
 		for _, c := range socks {
