@@ -7,6 +7,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/network"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	"github.com/libp2p/go-libp2p/x/rate"
 )
 
@@ -24,11 +25,29 @@ const (
 	connBurst     = 256
 )
 
+// pingStreamsPerPeer is how many ping streams one peer may hold open at
+// once. libp2p's default is 2 inbound, and a ping stream is released only
+// when its handler sees the reset the other side sent: a peer that pings
+// once to measure a new path and again right after (a punched connection
+// measured, then the application's first ping) can find both earlier
+// streams still counted and its new one reset with
+// StreamResourceLimitExceeded. A ping answers 32 bytes with 32; a few
+// more streams per peer cost nothing worth bounding tighter.
+const pingStreamsPerPeer = 8
+
 // newResourceManager returns libp2p's default resource manager with the
 // per-address limits above.
 func newResourceManager() (network.ResourceManager, error) {
 	limits := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&limits)
+	pingPeer := rcmgr.BaseLimit{
+		StreamsInbound:  pingStreamsPerPeer,
+		StreamsOutbound: pingStreamsPerPeer,
+		Streams:         2 * pingStreamsPerPeer,
+		Memory:          32 * (256<<20 + 16<<10), // as libp2p sets it
+	}
+	limits.AddServicePeerLimit(ping.ServiceName, pingPeer, rcmgr.BaseLimitIncrease{})
+	limits.AddProtocolPeerLimit(ping.ID, pingPeer, rcmgr.BaseLimitIncrease{})
 	perIP := rate.Limit{RPS: connRatePerIP, Burst: connBurst}
 	limiter := &rate.Limiter{
 		NetworkPrefixLimits: []rate.PrefixLimit{
