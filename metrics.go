@@ -21,6 +21,7 @@ type metrics struct {
 	upgrades   prometheus.Counter
 	keepIdle   prometheus.Gauge
 	standingGa prometheus.Gauge
+	keepSent   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -60,8 +61,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "rendezvous", Name: "standing_connections",
 			Help: "Connections to relays held open with adaptive keep-alives.",
 		}),
+		keepSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "rendezvous", Name: "keepalives_sent_total",
+			Help: "Keep-alive probes sent on the standing TCP connections to relays, as the kernel's TCP state shows them (Linux).",
+		}),
 	}
-	cs := []prometheus.Collector{m.connects, m.attempts, m.punches, m.upgrades, m.keepIdle, m.standingGa, m.sprays, m.probes}
+	cs := []prometheus.Collector{m.connects, m.attempts, m.punches, m.upgrades, m.keepIdle, m.standingGa, m.sprays, m.probes, m.keepSent}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
 			// A second node on the same registerer shares the first one's.
@@ -75,6 +80,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.connects, m.attempts, m.punches = cs[0].(*prometheus.CounterVec), cs[1].(*prometheus.CounterVec), cs[2].(*prometheus.CounterVec)
 	m.upgrades, m.keepIdle, m.standingGa = cs[3].(prometheus.Counter), cs[4].(prometheus.Gauge), cs[5].(prometheus.Gauge)
 	m.sprays, m.probes = cs[6].(*prometheus.CounterVec), cs[7].(prometheus.Counter)
+	m.keepSent = cs[8].(prometheus.Counter)
 	return m, nil
 }
 
@@ -152,6 +158,13 @@ func (m *metrics) upgraded() {
 		return
 	}
 	m.upgrades.Inc()
+}
+
+func (m *metrics) keepAlivesSent(n uint64) {
+	if m == nil || n == 0 {
+		return
+	}
+	m.keepSent.Add(float64(n))
 }
 
 func (m *metrics) keepAlive(idleSeconds float64, standing int) {

@@ -58,6 +58,10 @@ type KeepAliveStatus struct {
 	OverQUIC int `json:"standing_quic,omitempty"`
 	// Reaped counts idle connections closed.
 	Reaped int `json:"reaped"`
+	// Sent counts the keep-alive probes the kernel sent on standing TCP
+	// connections, as their TCP state shows (Linux only; QUIC's own
+	// keep-alives are not counted).
+	Sent uint64 `json:"keepalives_sent"`
 }
 
 // keepIdle returns the keep-alive idle time for standing connections and
@@ -181,7 +185,7 @@ func (n *Node) tend() {
 	defer n.wg.Done()
 	t := time.NewTicker(n.s.tendEvery)
 	defer t.Stop()
-	idleSince := map[string]time.Time{}
+	st := &tendState{idleSince: map[string]time.Time{}, probes: map[string]uint64{}}
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -190,22 +194,32 @@ func (n *Node) tend() {
 		}
 		switch n.Reachability() {
 		case ReachabilityPublic:
-			clear(idleSince)
+			clear(st.idleSince)
+			clear(st.probes)
 			continue
 		case ReachabilityUnknown:
 			if time.Since(n.started) >= unknownGrace && !n.s.noPublish {
 				n.reserver.SetEnabled(true)
 			}
 		}
-		n.tendOnce(idleSince, time.Now())
+		n.tendOnce(st, time.Now())
 	}
 }
 
-func (n *Node) tendOnce(idleSince map[string]time.Time, now time.Time) {
+// tendState is what tend carries from one round to the next, by
+// connection ID.
+type tendState struct {
+	idleSince map[string]time.Time // reapable connections: idle since
+	probes    map[string]uint64    // standing connections: keep-alive probes counted
+}
+
+func (n *Node) tendOnce(st *tendState, now time.Time) {
+	idleSince := st.idleSince
 	relays := map[peer.ID]bool{}
 	standing := map[string]bool{}
 	idle, _ := n.keepIdle()
 	tcpCount, quicCount := 0, 0
+	var sent uint64
 	for _, r := range n.reserver.Reservations() {
 		relays[r.Relay] = true
 		var std network.Conn
@@ -222,6 +236,12 @@ func (n *Node) tendOnce(idleSince map[string]time.Time, now time.Time) {
 		}
 		tcpCount++
 		standing[std.ID()] = true
+		if n.tcp != nil {
+			if count, ok := n.tcp.KeepAlives(std); ok {
+				sent += count - min(count, st.probes[std.ID()])
+				st.probes[std.ID()] = count
+			}
+		}
 		if len(n.s.tcpHolds) > 0 {
 			n.startTCPMeasure(r.Relay)
 		}
@@ -259,11 +279,18 @@ func (n *Node) tendOnce(idleSince map[string]time.Time, now time.Time) {
 			delete(idleSince, id)
 		}
 	}
+	for id := range st.probes {
+		if !standing[id] {
+			delete(st.probes, id)
+		}
+	}
 	n.mu.Lock()
-	changed := n.keep.Standing != tcpCount || n.keep.OverQUIC != quicCount || reaped > 0 || n.keep.Idle != idle
+	changed := n.keep.Standing != tcpCount || n.keep.OverQUIC != quicCount || reaped > 0 || sent > 0 || n.keep.Idle != idle
 	n.keep.Standing, n.keep.OverQUIC, n.keep.Idle = tcpCount, quicCount, idle
 	n.keep.Reaped += reaped
+	n.keep.Sent += sent
 	n.mu.Unlock()
+	n.metrics.keepAlivesSent(sent)
 	if changed {
 		n.metrics.keepAlive(idle.Seconds(), tcpCount+quicCount)
 		n.emit(Event{Type: EventKeepAlive, KeepAlive: n.keepAliveStatus()})

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	logging "github.com/ipfs/go-log/v2"
@@ -119,7 +120,9 @@ type socket struct {
 	conn interface {
 		SetKeepAliveConfig(net.KeepAliveConfig) error
 	}
-	idle time.Duration
+	raw   syscall.RawConn // nil when the connection does not expose it
+	idle  time.Duration   // guarded by Transport.mu
+	count probeCount      // guarded by Transport.mu
 }
 
 // New returns a Transport. upgrader and rcmgr are libp2p's; use Constructor
@@ -255,14 +258,24 @@ func (t *Transport) track(c manet.Conn) manet.Conn {
 	if err := ka.SetKeepAliveConfig(t.config(t.s.idle)); err != nil {
 		t.s.log.Debugw("keep-alive", "error", err)
 	}
+	sock := &socket{conn: ka, idle: t.s.idle}
+	if sc, ok := c.(interface {
+		SyscallConn() (syscall.RawConn, error)
+	}); ok {
+		sock.raw, _ = sc.SyscallConn()
+	}
 	t.mu.Lock()
-	t.socks[key] = &socket{conn: ka, idle: t.s.idle}
+	t.socks[key] = sock
 	t.mu.Unlock()
 	return &trackedConn{Conn: c, t: t, key: key}
 }
 
+// config is the kernel keep-alive of a socket with the given idle time. The
+// kernel looks at an idle socket again only an interval after each probe,
+// answered or not, so the interval is kept within the idle time: otherwise
+// probes would come every interval and outlast a short mapping.
 func (t *Transport) config(idle time.Duration) net.KeepAliveConfig {
-	return net.KeepAliveConfig{Enable: true, Idle: idle, Interval: t.s.interval, Count: t.s.count}
+	return net.KeepAliveConfig{Enable: true, Idle: idle, Interval: min(t.s.interval, idle), Count: t.s.count}
 }
 
 type trackedConn struct {
@@ -317,10 +330,45 @@ func (t *Transport) SetIdle(c network.Conn, idle time.Duration) error {
 	if err := s.conn.SetKeepAliveConfig(t.config(idle)); err != nil {
 		return fmt.Errorf("keepalive: %w", err)
 	}
+	var st tcpState
+	var stErr error = ErrUnknownConn
+	if s.raw != nil {
+		st, stErr = readTCPState(s.raw, time.Now())
+	}
 	t.mu.Lock()
+	if stErr == nil {
+		s.count.observe(st, s.idle, min(t.s.interval, s.idle)) // what the old idle time sent
+		s.count.restart(st)
+	}
 	s.idle = idle
 	t.mu.Unlock()
 	return nil
+}
+
+// KeepAlives returns how many keep-alive probes the kernel has sent on the
+// TCP connection c since it was made, as its TCP state shows (Linux's
+// TCP_INFO; see probeCount), and whether it could tell: false when c is
+// not a live TCP connection of this transport or the system does not say.
+// The count is exact while probes are answered and the idle time changes
+// only through SetIdle; it needs no regular calls.
+func (t *Transport) KeepAlives(c network.Conn) (uint64, bool) {
+	key, ok := connKey(c)
+	if !ok {
+		return 0, false
+	}
+	t.mu.Lock()
+	s := t.socks[key]
+	t.mu.Unlock()
+	if s == nil || s.raw == nil {
+		return 0, false
+	}
+	st, err := readTCPState(s.raw, time.Now())
+	if err != nil {
+		return 0, false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return s.count.observe(st, s.idle, min(t.s.interval, s.idle)), true
 }
 
 // Idle returns the keep-alive idle time of c, and whether c is a live TCP

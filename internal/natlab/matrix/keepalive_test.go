@@ -47,6 +47,7 @@ func TestStandingConnectionsOutliveTheTCPTimeout(t *testing.T) {
 		Upper    time.Duration `json:"tcp_lifetime_upper_ns"`
 		Measured bool          `json:"tcp_measuring"`
 		Standing int           `json:"standing_tcp"`
+		Sent     int           `json:"keepalives_sent"`
 	}
 	type line struct {
 		Event  string `json:"event"`
@@ -60,6 +61,7 @@ func TestStandingConnectionsOutliveTheTCPTimeout(t *testing.T) {
 	}
 	var id string
 	var relays []string
+	var sentBefore, sentAfter int
 	for {
 		var l line
 		if err := p.NextJSON(ctx, &l); err != nil {
@@ -80,6 +82,7 @@ func TestStandingConnectionsOutliveTheTCPTimeout(t *testing.T) {
 		for _, r := range l.Status.Relays {
 			relays = append(relays, r.Relay)
 		}
+		sentBefore = k.Sent
 		break
 	}
 	before := standingFlows(t, ctx, lab)
@@ -114,9 +117,18 @@ wait:
 			if l.Event == "relays" {
 				t.Fatalf("relays changed while idle: %+v", l.Status.Relays)
 			}
+			if k := l.Status.KeepAlive; k != nil {
+				sentAfter = k.Sent
+			}
 		case <-ctx.Done():
 			t.Fatal(ctx.Err())
 		}
+	}
+	// Each standing connection must have been probed at least every 20 s
+	// to keep its flow; at a 5 s idle time it is probed about every 5 s.
+	t.Logf("keep-alive probes counted while idle: %d (%d before)", sentAfter-sentBefore, sentBefore)
+	if got, least := sentAfter-sentBefore, 2*int(45*time.Second/tcpTimeout); got < least {
+		t.Errorf("%d keep-alive probes counted in 45 s on 2 standing connections, want at least %d", got, least)
 	}
 	after := standingFlows(t, ctx, lab)
 	for f := range before {
