@@ -46,7 +46,8 @@ type Config struct {
 	// Sides are the sides to pair: Public, router kinds, and Broken.
 	// Default: all of them.
 	Sides []string
-	// Transports are "quic" and/or "tcp". Default both.
+	// Transports are "quic", "tcp" and Both (every peer on QUIC and TCP,
+	// as nodes run by default). Default "quic" and "tcp".
 	Transports []string
 	// Servers is the number of public DHT servers (and relays). Default 3.
 	Servers int
@@ -74,6 +75,9 @@ func DefaultSides() []string {
 	}
 	return append(out, Broken)
 }
+
+// Both is the transport of cells whose peers all listen on QUIC and TCP.
+const Both = "both"
 
 // Implementations a cell measures.
 const (
@@ -212,8 +216,11 @@ func spec(cfg Config) natlab.Spec {
 }
 
 func listenAddr(transport string) string {
-	if transport == "tcp" {
+	switch transport {
+	case "tcp":
 		return "/ip4/0.0.0.0/tcp/4001"
+	case Both:
+		return "/ip4/0.0.0.0/udp/4001/quic-v1,/ip4/0.0.0.0/tcp/4001"
 	}
 	return "/ip4/0.0.0.0/udp/4001/quic-v1"
 }

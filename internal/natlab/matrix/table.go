@@ -43,7 +43,11 @@ func (r *Result) Markdown() string {
 	}
 	var fails []Cell
 	for _, tr := range r.Transports {
-		fmt.Fprintf(&b, "\n### %s\n\n| from \\ to |", strings.ToUpper(tr))
+		title := strings.ToUpper(tr)
+		if tr == Both {
+			title = "QUIC and TCP"
+		}
+		fmt.Fprintf(&b, "\n### %s\n\n| from \\ to |", title)
 		for _, s := range r.Sides {
 			fmt.Fprintf(&b, " %s |", s)
 		}

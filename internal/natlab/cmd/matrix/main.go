@@ -28,7 +28,7 @@ func main() { labcmd.Main("matrix", run) }
 
 func run(ctx context.Context) error {
 	sides := flag.String("sides", strings.Join(matrix.DefaultSides(), ","), "comma-separated `SIDES`: public, router kinds, broken")
-	transports := flag.String("transports", "quic,tcp", "comma-separated `TRANSPORTS`")
+	transports := flag.String("transports", "quic,tcp", "comma-separated `TRANSPORTS`: quic, tcp, both (every peer on QUIC and TCP)")
 	servers := flag.Int("servers", 3, "`N` public DHT servers")
 	delay := flag.Duration("delay", 0, "one-way `DELAY` on the internet")
 	timeout := flag.Duration("timeout", 30*time.Second, "bound on one connection attempt")
