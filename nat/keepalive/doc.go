@@ -25,6 +25,14 @@
 //     round-trip time only when a session starts (Muxer; libp2p's pings
 //     every 30 s for both), so nothing else wakes an idle TCP connection. A dead peer is noticed by the
 //     kernel's probes, or when the next write fails.
+//   - The kernel looks at an idle socket again only an interval after each
+//     probe, so the interval between probes is kept within the idle time:
+//     with a 5 s idle time and the usual 15 s interval, probes would come
+//     every 15 s and outlast a 10 s mapping.
+//   - Transport.KeepAlives counts the probes the kernel sent on a socket,
+//     from its TCP state (Linux's TCP_INFO): the acknowledgements received
+//     without data since the socket went idle, and the probes not yet
+//     answered. The node exports the count.
 //   - The idle time is a safe fraction of the router's TCP mapping
 //     lifetime, proven by holding idle TCP connections to a public peer
 //     (package nat/tcpprobe) and, before that proof, of the UDP lifetime
