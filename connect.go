@@ -161,6 +161,9 @@ func (n *Node) dial(ctx context.Context, id peer.ID, rec *dht.Record) (network.C
 		tr       relay.PunchTrace
 	}
 	results := make(chan result, 2)
+	// relayed is closed when dial returns a relayed connection while the
+	// punch goes on.
+	relayed := make(chan struct{})
 	pctx, pcancel := context.WithTimeout(n.ctx, punchBudget)
 	if !n.goOwned(func() {
 		defer pcancel()
@@ -180,6 +183,16 @@ func (n *Node) dial(ctx context.Context, id peer.ID, rec *dht.Record) (network.C
 			r.p.DialTime = r.took
 		}
 		results <- r
+		if err != nil && tr.SprayErr != nil {
+			select {
+			case <-relayed:
+				// The spray missed by chance (the NATs allow one): the
+				// relayed connection's upgrade punches again now, not
+				// after its usual first wait.
+				n.kickUpgrade(id)
+			default:
+			}
+		}
 	}) {
 		pcancel()
 		return nil, relay.Path{}, nil, ErrClosed
@@ -234,6 +247,7 @@ func (n *Node) dial(ctx context.Context, id peer.ID, rec *dht.Record) (network.C
 				if r.kind == "dial" && pending > 0 {
 					attempts = append(attempts, Attempt{Kind: "punch", Relay: ri.ID, Took: time.Since(start),
 						Err: n.relayedBecause(head, rec.NAT)})
+					close(relayed)
 				}
 				return r.c, r.p, attempts, nil
 			}

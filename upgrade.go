@@ -13,9 +13,10 @@ import (
 
 // A connection that went through a relay keeps trying to become direct:
 // the side that dialed it asks the relay it goes through to coordinate a
-// punch, again and again with a growing pause, and at once after a network
-// change. It stops when a direct connection comes, or the relayed one
-// goes.
+// punch, again and again with a growing pause, at once after a network
+// change, and at once when the punch Connect left running ends in a missed
+// spray (one the NATs allow, missed by chance). It stops when a direct
+// connection comes, or the relayed one goes.
 
 // Bounds of the upgrades.
 const (
@@ -99,6 +100,18 @@ func (n *Node) kickUpgrades() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, u := range n.upgrades {
+		select {
+		case u.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// kickUpgrade makes p's upgrade, if there is one, try again now.
+func (n *Node) kickUpgrade(p peer.ID) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if u, ok := n.upgrades[p]; ok {
 		select {
 		case u.kick <- struct{}{}:
 		default:
