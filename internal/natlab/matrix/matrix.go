@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -61,6 +62,9 @@ type Config struct {
 	// VanillaTrials is how many of them vanilla go-libp2p makes too.
 	// Default: Trials.
 	VanillaTrials int
+	// Pairs, if set, limits the cells to these pairs, each "from:to" with
+	// from before to in Sides.
+	Pairs []string
 	// Logf, if set, reports progress.
 	Logf func(format string, args ...any)
 }
@@ -359,6 +363,9 @@ func runTransport(ctx context.Context, cfg Config, transport string) ([]Cell, er
 	var cells []Cell
 	for i, from := range cfg.Sides {
 		for _, to := range cfg.Sides[i:] {
+			if len(cfg.Pairs) > 0 && !slices.Contains(cfg.Pairs, from+":"+to) {
+				continue
+			}
 			for trial := range cfg.Trials {
 				c := runCell(ctx, lab, cfg, transport, from, to, targets[to], common, bootArg)
 				c.Trial = trial + 1

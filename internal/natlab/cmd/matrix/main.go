@@ -36,6 +36,7 @@ func run(ctx context.Context) error {
 	vanilla := flag.Bool("vanilla", false, "also measure each cell for vanilla go-libp2p with defaults, beside this library")
 	vanillaTrials := flag.Int("vanilla-trials", 0, "with --vanilla, `N` of the trials are also made with vanilla go-libp2p (default: all)")
 	jsonOut := flag.String("json", "", "also write the result as JSON to `FILE`")
+	pairs := flag.String("pairs", "", "comma-separated `PAIRS` from:to, to measure only those cells (each from before to in --sides)")
 	verbose := flag.Bool("v", false, "report progress on stderr")
 	flag.Parse()
 
@@ -64,6 +65,9 @@ func run(ctx context.Context) error {
 		Timeout:       *timeout,
 		Trials:        *trials,
 		VanillaTrials: *vanillaTrials,
+	}
+	if *pairs != "" {
+		cfg.Pairs = strings.Split(*pairs, ",")
 	}
 	cfg.Logf = labcmd.Logf(*verbose)
 	res, err := matrix.Run(ctx, cfg)
