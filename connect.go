@@ -297,7 +297,11 @@ func (n *Node) ownPunchNAT() relay.PunchNAT {
 	if info.Reachability == dht.ReachabilityPublic {
 		return relay.PunchNAT{Known: true}
 	}
-	return punchNAT(info)
+	p := punchNAT(info)
+	n.mu.Lock()
+	p.NoUDP = n.udpBlocked
+	n.mu.Unlock()
+	return p
 }
 
 // punchNAT is what a punch needs of a NAT's behaviour. Unknown filtering

@@ -2,6 +2,7 @@ package rendezvous
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"time"
@@ -97,6 +98,9 @@ func (n *Node) surveyNAT(ctx context.Context) {
 		primaries[i] = s.Primary
 	}
 	res, err := probe.Classify(ctx, primaries, socket)
+	n.mu.Lock()
+	n.udpBlocked = errors.Is(err, probe.ErrUDPBlocked)
+	n.mu.Unlock()
 	if err != nil {
 		n.setNAT(func(st *NATStatus) { st.Error = err.Error(); st.ProbeServers = len(servers) })
 		return

@@ -81,6 +81,7 @@ type Node struct {
 	mapped       map[string]ma.Multiaddr      // guarded by mu; transport -> mapped address
 	nat          *NATStatus                   // guarded by mu; nil before a survey
 	natInfo      dht.NATInfo                  // guarded by mu; what the record says of the NAT
+	udpBlocked   bool                         // guarded by mu; the survey found UDP blocked
 	surveyCancel context.CancelFunc           // guarded by mu
 	keep         KeepAliveStatus              // guarded by mu; counters of tend
 	tcpLower     time.Duration                // guarded by mu; proven TCP mapping lifetime

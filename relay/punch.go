@@ -414,7 +414,7 @@ func (s *PunchService) ownNAT() PunchNAT {
 	n := s.nat()
 	_, quic := quicListenAddr(s.h)
 	_, tcp := tcpListenAddr(s.h)
-	n.Sprays = n.Known && quic && (n.Dependent || s.sharedUDP != nil)
+	n.Sprays = n.Known && quic && !n.NoUDP && (n.Dependent || s.sharedUDP != nil)
 	n.SpraysTCP = n.Known && tcp
 	return n
 }
@@ -512,12 +512,13 @@ func (s *PunchService) SprayProbes() uint64 {
 }
 
 // dialable keeps the initiator's addresses a target may dial: those at the
-// IP address the relay saw it at, and private (LAN) ones; never more than
+// IP address the relay saw it at (with guesses for transports it was not
+// seen on, see withGuessedAddrs), and private (LAN) ones; never more than
 // maxPunchAddrs.
 func dialable(sc scope.Scope, observed ma.Multiaddr, addrs []ma.Multiaddr) []ma.Multiaddr {
 	seen, ok := scope.IPOf(observed)
 	var out []ma.Multiaddr
-	for _, a := range punchable(sc, addrs) {
+	for _, a := range withGuessedAddrs(seen, punchable(sc, addrs)) {
 		ip, aok := scope.IPOf(a)
 		if !aok {
 			continue
@@ -639,7 +640,8 @@ func (s *PunchService) PunchTraced(ctx context.Context, relayID, target peer.ID,
 		return nil, tr, &PunchError{Relay: relayID, Status: ans.Status}
 	}
 	var fresh []ma.Multiaddr
-	for _, a := range punchable(s.scope, ans.Addrs) {
+	seen, _ := scope.IPOf(ans.Observed)
+	for _, a := range withGuessedAddrs(seen, punchable(s.scope, ans.Addrs)) {
 		if !containsAddr(known, a) {
 			fresh = append(fresh, a)
 		}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -133,8 +134,46 @@ func TestDialable(t *testing.T) {
 		ma.StringCast("/ip4/127.0.0.1/tcp/4001"),       // loopback, out of scope
 	}
 	got := dialable(scope.Internet(), obs, in)
-	if len(got) != 2 || !got[0].Equal(in[0]) || !got[1].Equal(in[2]) {
+	// The LAN's TCP port is guessed at the observed IP: the peer was seen
+	// over QUIC only.
+	guess := ma.StringCast("/ip4/1.2.3.4/tcp/4001")
+	if len(got) != 3 || !got[0].Equal(in[0]) || !got[1].Equal(guess) || !got[2].Equal(in[2]) {
 		t.Fatalf("dialable %v", got)
+	}
+}
+
+func TestGuessedAddrs(t *testing.T) {
+	ip := netip.MustParseAddr("1.2.3.4")
+	cases := []struct {
+		name     string
+		in, want []string
+	}{
+		{"tcp seen: nothing guessed",
+			[]string{"/ip4/192.168.1.2/tcp/4001", "/ip4/1.2.3.4/tcp/33000"},
+			[]string{"/ip4/1.2.3.4/tcp/33000", "/ip4/192.168.1.2/tcp/4001"}},
+		{"quic seen: tcp guessed, once",
+			[]string{"/ip4/192.168.1.2/udp/4001/quic-v1", "/ip4/192.168.1.2/tcp/4001", "/ip4/10.0.0.2/tcp/4002", "/ip4/1.2.3.4/udp/4001/quic-v1"},
+			[]string{"/ip4/1.2.3.4/udp/4001/quic-v1", "/ip4/1.2.3.4/tcp/4001", "/ip4/192.168.1.2/udp/4001/quic-v1", "/ip4/192.168.1.2/tcp/4001", "/ip4/10.0.0.2/tcp/4002"}},
+		{"no guess from loopback, another family or a public address",
+			[]string{"/ip4/127.0.0.1/tcp/4001", "/ip6/fd00::2/tcp/4001", "/ip4/5.6.7.8/tcp/4001"},
+			[]string{"/ip4/127.0.0.1/tcp/4001", "/ip6/fd00::2/tcp/4001", "/ip4/5.6.7.8/tcp/4001"}},
+	}
+	for _, c := range cases {
+		var in []ma.Multiaddr
+		for _, a := range c.in {
+			in = append(in, ma.StringCast(a))
+		}
+		got := withGuessedAddrs(ip, in)
+		var gs []string
+		for _, a := range got {
+			gs = append(gs, a.String())
+		}
+		if !slices.Equal(gs, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, gs, c.want)
+		}
+	}
+	if got := withGuessedAddrs(netip.Addr{}, nil); got != nil {
+		t.Errorf("no IP: %v", got)
 	}
 }
 

@@ -70,6 +70,9 @@ type PunchNAT struct {
 	// Sprays and SpraysTCP: the side takes part in spray punches over
 	// QUIC, over TCP.
 	Sprays, SpraysTCP bool
+	// NoUDP: the side's network blocks UDP, so it does not spray over
+	// QUIC. It is not sent: Sprays says it.
+	NoUDP bool
 }
 
 func (n PunchNAT) byte() byte {

@@ -77,8 +77,10 @@ func startServerNodes(t *testing.T, ctx context.Context, lab *natlab.Lab, bin st
 // them listen on.
 func startServerNodesArgs(t *testing.T, ctx context.Context, lab *natlab.Lab, bin string, args []string, names ...string) []serverNode {
 	t.Helper()
+	// TCP when the servers listen on it: peers behind a router that
+	// blocks UDP can reach them too.
 	transport := "udp/4001/quic-v1"
-	if slices.Contains(args, "/ip4/0.0.0.0/tcp/4001") {
+	if slices.ContainsFunc(args, func(a string) bool { return strings.Contains(a, "/ip4/0.0.0.0/tcp/4001") }) {
 		transport = "tcp/4001"
 	}
 	var out []serverNode
