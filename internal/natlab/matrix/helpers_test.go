@@ -106,3 +106,44 @@ func startServerNodesArgs(t *testing.T, ctx context.Context, lab *natlab.Lab, bi
 	}
 	return out
 }
+
+// labConnectLine is what "rendezvous connect --json" prints once connected.
+type labConnectLine struct {
+	Path       string  `json:"path"`
+	FirstPath  string  `json:"first_path"`
+	DirectMS   float64 `json:"direct_ms"`
+	RemoteAddr string  `json:"remote_addr"`
+}
+
+// labConnect runs "rendezvous connect" on host from to target, lets it join
+// the network through boot first, and returns what it printed and the
+// process, which the test stops. Failures end the test, with both sides'
+// logs.
+func labConnect(t *testing.T, ctx context.Context, lab *natlab.Lab, bin, from, boot string, target *node, args []string) (labConnectLine, *natlab.Proc) {
+	t.Helper()
+	p, err := lab.Host(from).Start(ctx, bin, append([]string{"connect", "--json", "--mode", "private", "--bootstrap", boot,
+		"--timeout", "20s", "--direct-wait", "20s", "--wait-stdin", target.id}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(5 * time.Second) })
+	// The connecting side learns its own mapping from what the DHT
+	// servers observe, before it connects.
+	var joined struct {
+		Joined bool `json:"joined"`
+	}
+	if err := p.NextJSON(ctx, &joined); err != nil || !joined.Joined {
+		t.Fatalf("join: %v: %s", err, p.Stderr())
+	}
+	if err := p.WriteLine("go"); err != nil {
+		t.Fatal(err)
+	}
+	var cl labConnectLine
+	if err := p.NextJSON(ctx, &cl); err != nil {
+		t.Fatalf("connect: %v: %s\ntarget: %s", err, p.Stderr(), target.proc.Stderr())
+	}
+	if testing.Verbose() {
+		t.Logf("%s: %s\ntarget: %s", from, p.Stderr(), target.proc.Stderr())
+	}
+	return cl, p
+}

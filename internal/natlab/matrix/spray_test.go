@@ -51,36 +51,8 @@ func testSprayPunch(t *testing.T, transport string) {
 				t.Fatal(target.err)
 			}
 			defer target.proc.Stop(5 * time.Second)
-			p, err := lab.Host(pair.from).Start(ctx, bin, append([]string{"connect", "--json", "--mode", "private", "--bootstrap", boot,
-				"--timeout", "20s", "--direct-wait", "20s", "--wait-stdin", target.id}, args...)...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Stop(5 * time.Second)
-			// The connecting side learns its own mapping from what the
-			// DHT servers observe, before it connects.
-			var joined struct {
-				Joined bool `json:"joined"`
-			}
-			if err := p.NextJSON(ctx, &joined); err != nil || !joined.Joined {
-				t.Fatalf("join: %v: %s", err, p.Stderr())
-			}
-			if err := p.WriteLine("go"); err != nil {
-				t.Fatal(err)
-			}
-			var cl struct {
-				Path       string  `json:"path"`
-				FirstPath  string  `json:"first_path"`
-				DirectMS   float64 `json:"direct_ms"`
-				RemoteAddr string  `json:"remote_addr"`
-			}
-			if err := p.NextJSON(ctx, &cl); err != nil {
-				t.Fatalf("connect: %v: %s\ntarget: %s", err, p.Stderr(), target.proc.Stderr())
-			}
+			cl, p := labConnect(t, ctx, lab, bin, pair.from, boot, target, args)
 			t.Logf("%s reached %s: %+v", pair.from, pair.to, cl)
-			if testing.Verbose() {
-				t.Logf("%s: %s\n%s: %s", pair.from, p.Stderr(), pair.to, target.proc.Stderr())
-			}
 			if cl.Path != "hole-punched" {
 				t.Errorf("path %s, want hole-punched\n%s: %s\n%s: %s", cl.Path, pair.from, p.Stderr(), pair.to, target.proc.Stderr())
 			}

@@ -55,34 +55,8 @@ func TestUDPBlockedBothTransports(t *testing.T) {
 				t.Fatal(target.err)
 			}
 			defer target.proc.Stop(5 * time.Second)
-			p, err := lab.Host(pair.from).Start(ctx, bin, append([]string{"connect", "--json", "--mode", "private", "--bootstrap", strings.Join(boot, ","),
-				"--timeout", "20s", "--direct-wait", "20s", "--wait-stdin", target.id}, args...)...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Stop(5 * time.Second)
-			var joined struct {
-				Joined bool `json:"joined"`
-			}
-			if err := p.NextJSON(ctx, &joined); err != nil || !joined.Joined {
-				t.Fatalf("join: %v: %s", err, p.Stderr())
-			}
-			if err := p.WriteLine("go"); err != nil {
-				t.Fatal(err)
-			}
-			var cl struct {
-				Path       string  `json:"path"`
-				FirstPath  string  `json:"first_path"`
-				DirectMS   float64 `json:"direct_ms"`
-				RemoteAddr string  `json:"remote_addr"`
-			}
-			if err := p.NextJSON(ctx, &cl); err != nil {
-				t.Fatalf("connect: %v: %s\ntarget: %s", err, p.Stderr(), target.proc.Stderr())
-			}
+			cl, p := labConnect(t, ctx, lab, bin, pair.from, strings.Join(boot, ","), target, args)
 			t.Logf("%s reached %s: %+v", pair.from, pair.to, cl)
-			if testing.Verbose() {
-				t.Logf("%s: %s\n%s: %s", pair.from, p.Stderr(), pair.to, target.proc.Stderr())
-			}
 			if cl.Path != "hole-punched" || (cl.FirstPath != "" && !pair.spray) || !strings.Contains(cl.RemoteAddr, "/tcp/") {
 				t.Errorf("path %s (first %q) at %s, want hole-punched over TCP\n%s: %s\n%s: %s",
 					cl.Path, cl.FirstPath, cl.RemoteAddr, pair.from, p.Stderr(), pair.to, target.proc.Stderr())
