@@ -304,14 +304,26 @@ func (n *Node) ownPunchNAT() relay.PunchNAT {
 	return p
 }
 
-// punchNAT is what a punch needs of a NAT's behaviour. Unknown filtering
-// counts as strict: a spray costs packets, a missed connection more.
+// punchNAT is what a punch needs of a NAT's behaviour.
 func punchNAT(info dht.NATInfo) relay.PunchNAT {
 	return relay.PunchNAT{
 		Known:     info.Mapping != dht.BehaviorUnknown,
-		Dependent: info.Mapping == dht.AddressAndPortDependent || info.Mapping == dht.AddressDependent,
-		Strict:    info.Filtering != dht.EndpointIndependent && info.Filtering != dht.AddressDependent,
+		Dependent: dependentMapping(info),
+		Strict:    strictFiltering(info),
 	}
+}
+
+// dependentMapping tells whether a NAT maps endpoint-dependently (a port
+// per destination).
+func dependentMapping(x dht.NATInfo) bool {
+	return x.Mapping == dht.AddressAndPortDependent || x.Mapping == dht.AddressDependent
+}
+
+// strictFiltering tells whether a NAT filters by address and port. Unknown
+// filtering counts as strict: most routers do, and a spray costs packets
+// where a missed connection costs more.
+func strictFiltering(x dht.NATInfo) bool {
+	return x.Filtering != dht.EndpointIndependent && x.Filtering != dht.AddressDependent
 }
 
 func relayIf(ok bool, id peer.ID) peer.ID {
@@ -354,8 +366,7 @@ func (n *Node) punchHead(relayID peer.ID, peerNAT dht.NATInfo) time.Duration {
 	// Behind an endpoint-dependent mapping, a peer is reached by a punch
 	// only when this side maps endpoint-independently and filters
 	// loosely: too seldom to make the relay wait.
-	dependent := peerNAT.Mapping == dht.AddressAndPortDependent || peerNAT.Mapping == dht.AddressDependent
-	if dependent || !punchable(own, peerNAT) {
+	if dependentMapping(peerNAT) || !punchable(own, peerNAT) {
 		return 0
 	}
 	rtt := n.h.Peerstore().LatencyEWMA(relayID)
@@ -368,18 +379,10 @@ func (n *Node) punchHead(relayID peer.ID, peerNAT dht.NATInfo) time.Duration {
 // punchable tells whether two NATs may let a hole punch through, as far as
 // their records say. Unknown behaviour counts as possible.
 func punchable(a, b dht.NATInfo) bool {
-	dependent := func(x dht.NATInfo) bool {
-		return x.Mapping == dht.AddressAndPortDependent || x.Mapping == dht.AddressDependent
-	}
-	// Unknown filtering counts as strict: most routers filter by address
-	// and port.
-	strict := func(x dht.NATInfo) bool {
-		return x.Filtering != dht.EndpointIndependent && x.Filtering != dht.AddressDependent
-	}
 	switch {
-	case dependent(a) && dependent(b):
+	case dependentMapping(a) && dependentMapping(b):
 		return false
-	case dependent(a) && strict(b), dependent(b) && strict(a):
+	case dependentMapping(a) && strictFiltering(b), dependentMapping(b) && strictFiltering(a):
 		return false
 	}
 	return true

@@ -100,10 +100,7 @@ func (n *Node) kickUpgrades() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, u := range n.upgrades {
-		select {
-		case u.kick <- struct{}{}:
-		default:
-		}
+		u.wake()
 	}
 }
 
@@ -112,10 +109,15 @@ func (n *Node) kickUpgrade(p peer.ID) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if u, ok := n.upgrades[p]; ok {
-		select {
-		case u.kick <- struct{}{}:
-		default:
-		}
+		u.wake()
+	}
+}
+
+// wake makes the upgrade punch again now, unless it is already due to.
+func (u *upgrading) wake() {
+	select {
+	case u.kick <- struct{}{}:
+	default:
 	}
 }
 
