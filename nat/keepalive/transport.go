@@ -275,7 +275,20 @@ func (t *Transport) track(c manet.Conn) manet.Conn {
 // answered or not, so the interval is kept within the idle time: otherwise
 // probes would come every interval and outlast a short mapping.
 func (t *Transport) config(idle time.Duration) net.KeepAliveConfig {
-	return net.KeepAliveConfig{Enable: true, Idle: idle, Interval: min(t.s.interval, idle), Count: t.s.count}
+	return net.KeepAliveConfig{Enable: true, Idle: idle, Interval: t.interval(idle), Count: t.s.count}
+}
+
+// interval is the time between unanswered probes of a socket with the
+// given idle time.
+func (t *Transport) interval(idle time.Duration) time.Duration { return min(t.s.interval, idle) }
+
+// state reads s's TCP state, and whether the system told it.
+func (s *socket) state() (tcpState, bool) {
+	if s.raw == nil {
+		return tcpState{}, false
+	}
+	st, err := readTCPState(s.raw, time.Now())
+	return st, err == nil
 }
 
 type trackedConn struct {
@@ -330,14 +343,10 @@ func (t *Transport) SetIdle(c network.Conn, idle time.Duration) error {
 	if err := s.conn.SetKeepAliveConfig(t.config(idle)); err != nil {
 		return fmt.Errorf("keepalive: %w", err)
 	}
-	var st tcpState
-	var stErr error = ErrUnknownConn
-	if s.raw != nil {
-		st, stErr = readTCPState(s.raw, time.Now())
-	}
+	st, ok := s.state()
 	t.mu.Lock()
-	if stErr == nil {
-		s.count.observe(st, s.idle, min(t.s.interval, s.idle)) // what the old idle time sent
+	if ok {
+		s.count.observe(st, s.idle, t.interval(s.idle)) // what the old idle time sent
 		s.count.restart(st)
 	}
 	s.idle = idle
@@ -359,16 +368,16 @@ func (t *Transport) KeepAlives(c network.Conn) (uint64, bool) {
 	t.mu.Lock()
 	s := t.socks[key]
 	t.mu.Unlock()
-	if s == nil || s.raw == nil {
+	if s == nil {
 		return 0, false
 	}
-	st, err := readTCPState(s.raw, time.Now())
-	if err != nil {
+	st, ok := s.state()
+	if !ok {
 		return 0, false
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return s.count.observe(st, s.idle, min(t.s.interval, s.idle)), true
+	return s.count.observe(st, s.idle, t.interval(s.idle)), true
 }
 
 // Idle returns the keep-alive idle time of c, and whether c is a live TCP
